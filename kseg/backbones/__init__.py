@@ -1,0 +1,3 @@
+"""Encoders. Each returns a dict of NHWC feature maps keyed by stage."""
+
+from kseg.backbones.mit import MIT_VARIANTS, MiT, MiTBlock

@@ -1,0 +1,3 @@
+"""Segmentation losses."""
+
+from kseg.losses.cross_entropy import SegCrossEntropy, resize_logits_to

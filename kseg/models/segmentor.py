@@ -1,0 +1,76 @@
+"""The base class of every kseg model: input normalisation, variants, compile defaults."""
+
+import keras
+from keras import ops
+
+from kseg.models.registry import variant_spec
+
+IMAGENET_MEAN = (123.675, 116.28, 103.53)
+IMAGENET_STD = (58.395, 57.12, 57.375)
+
+
+class Segmentor(keras.Model):
+    """A segmentation model taking raw RGB pixels.
+
+    Input: images (B, H, W, 3), float32 in [0, 255] or uint8 (cast), any H and W.
+    Normalisation with the family's mean/std happens inside the graph, so exported
+    artifacts take raw pixels. Subclasses set ``mean``/``std`` and implement
+    ``forward(normalised_images, training)``.
+
+    Every subclass offers ``from_variant``, ``compile()`` with the family's defaults,
+    ``get_config``/``from_config`` and ``.keras`` / ``.weights.h5`` saving.
+    """
+
+    mean = IMAGENET_MEAN
+    std = IMAGENET_STD
+    # Regex fully matching ``variable.path`` of the decode-head variables (for lr_mult).
+    head_path_pattern = None
+
+    @classmethod
+    def from_variant(cls, name, num_classes, **overrides):
+        """Builds the registered variant ``name`` with ``num_classes`` classes.
+
+        ``overrides`` replace entries of the variant table (e.g. ``drop_path_rate=0``).
+        Raises: KeyError for unknown variants; TypeError for unknown override keys.
+        """
+        model_cls, kwargs = variant_spec(name)
+        if not issubclass(model_cls, cls):
+            raise KeyError(f"variant {name!r} belongs to {model_cls.__name__}, not {cls.__name__}")
+        return model_cls(num_classes=num_classes, variant=name, **{**kwargs, **overrides})
+
+    def normalize(self, images):
+        x = ops.cast(images, "float32")
+        mean = ops.convert_to_tensor(self.mean, "float32")
+        std = ops.convert_to_tensor(self.std, "float32")
+        return ops.cast((x - mean) / std, self.compute_dtype)
+
+    def call(self, images, training=None):
+        return self.forward(self.normalize(images), training=training)
+
+    def compile(self, optimizer=None, loss=None, metrics=None, optim=None, schedule=None,
+                max_steps=160000, **kwargs):
+        """Compiles with the family's defaults where an argument is None.
+
+        Defaults: the model's loss with ignore index 255; AdamW (lr, weight decay, head
+        lr multiplier and warmup+poly schedule from ``optim``/``schedule``, which default
+        to the paper's ``kseg.config.OptimConfig``/``ScheduleConfig``) over ``max_steps``;
+        an mIoU metric over ``num_classes``.
+        """
+        from kseg.config import OptimConfig, ScheduleConfig
+        from kseg.metrics import SegMeanIoU
+        from kseg.training.optimizer import build_optimizer
+
+        if optimizer is None:
+            optimizer = build_optimizer(
+                optim or OptimConfig(), schedule or ScheduleConfig(), max_steps, self.head_path_pattern
+            )
+        if loss is None:
+            loss = self.default_loss()
+        if metrics is None:
+            metrics = [SegMeanIoU(self.num_classes, name="mIoU")]
+        super().compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
+
+    def default_loss(self):
+        from kseg.losses import SegCrossEntropy
+
+        return SegCrossEntropy(ignore_index=255)
