@@ -1,6 +1,7 @@
 """The All-MLP decoder of SegFormer (Xie et al. 2021, Sec. 3.2, Eq. 4)."""
 
 import keras
+import tensorflow as tf
 from keras import ops
 
 
@@ -40,12 +41,12 @@ class SegFormerHead(keras.layers.Layer):
 
     def call(self, features, training=None):
         maps = [features[f"stage{i + 1}"] for i in range(len(self.in_channels))]
-        size = ops.shape(maps[0])[1:3]
+        size = tf.shape(maps[0])[1:3]
         projected = []
         for i, (layer, x) in enumerate(zip(self.linear_c, maps)):
             x = layer(x)
             if i > 0:
-                x = ops.image.resize(x, size, interpolation="bilinear")
+                x = tf.cast(tf.image.resize(x, size, method="bilinear"), x.dtype)
             projected.append(x)
         x = self.linear_fuse(ops.concatenate(projected[::-1], axis=-1))
         x = ops.relu(self.batch_norm(x, training=training))

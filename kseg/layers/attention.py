@@ -5,6 +5,7 @@ attention scores runs in float32 (large score ranges overflow float16) and is ca
 """
 
 import keras
+import tensorflow as tf
 from keras import ops
 
 
@@ -36,7 +37,7 @@ def scaled_dot_product_attention(q, k, v, mask=None):
     scores = ops.cast(scores, "float32") * scale
     if mask is not None:
         scores = scores + ops.cast(mask, "float32")
-    probs = ops.cast(ops.softmax(scores, axis=-1), v.dtype)
+    probs = ops.cast(tf.nn.softmax(scores, axis=-1), v.dtype)
     return ops.matmul(probs, v)
 
 

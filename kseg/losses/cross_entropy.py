@@ -1,13 +1,13 @@
 """Per-pixel cross-entropy with an ignore index, at label resolution."""
 
 import keras
+import tensorflow as tf
 from keras import ops
 
 
 def resize_logits_to(logits, labels):
     """Bilinearly resizes (B, h, w, K) logits to the (B, H, W) label size (align_corners=False)."""
-    size = ops.shape(labels)[1:3]
-    return ops.image.resize(ops.cast(logits, "float32"), size, interpolation="bilinear")
+    return tf.image.resize(tf.cast(logits, tf.float32), tf.shape(labels)[1:3], method="bilinear")
 
 
 @keras.saving.register_keras_serializable(package="kseg")

@@ -1,5 +1,12 @@
 """Model families and the variant registry."""
 
-from kseg.models.registry import build_model, list_variants, register_variant, variant_spec
+from kseg.models.registry import (
+    build_from_recipe,
+    build_model,
+    list_variants,
+    load_checkpoint,
+    register_variant,
+    variant_spec,
+)
 from kseg.models.segmentor import Segmentor
 from kseg.models.segformer import SegFormer

@@ -57,7 +57,6 @@ class Segmentor(keras.Model):
         an mIoU metric over ``num_classes``.
         """
         from kseg.config import OptimConfig, ScheduleConfig
-        from kseg.metrics import SegMeanIoU
         from kseg.training.optimizer import build_optimizer
 
         if optimizer is None:
@@ -67,6 +66,8 @@ class Segmentor(keras.Model):
         if loss is None:
             loss = self.default_loss()
         if metrics is None:
+            from kseg.metrics import SegMeanIoU
+
             metrics = [SegMeanIoU(self.num_classes, name="mIoU")]
         super().compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
 
