@@ -80,7 +80,10 @@ def run(recipe, work_dir, resume=False):
                            batch_size=recipe.eval.batch_size)
 
     model = build_from_recipe(recipe)
-    model.compile(optim=recipe.optim, schedule=recipe.schedule, max_steps=t.max_steps,
+    if recipe.model.class_weight and len(recipe.model.class_weight) != info.num_classes:
+        raise SystemExit(f"model.class_weight has {len(recipe.model.class_weight)} values; "
+                         f"dataset '{info.name}' has {info.num_classes} classes")
+    model.compile(optim=recipe.optim, loss=model.default_loss(recipe.model.class_weight), schedule=recipe.schedule, max_steps=t.max_steps,
                   steps_per_execution=t.steps_per_execution, jit_compile=t.jit_compile)
     writer = tf.summary.create_file_writer(os.path.join(work_dir, "tensorboard", "val"))
     evaluator = EvaluationCallback(

@@ -33,6 +33,8 @@ class ModelConfig:
     dropout: Optional[float] = None  # classifier dropout; None: the variant's default
     pretrained: Optional[str] = None  # .weights.h5 of a whole model or of its encoder
     ignore_index: int = 255
+    # Per-class cross-entropy weights (K values), e.g. median-frequency balancing; None: 1.
+    class_weight: Optional[Tuple[float, ...]] = None
 
 
 @dataclass(frozen=True)
@@ -147,6 +149,10 @@ def _coerce(section: str, key: str, value, type_hint, where: str):
             return None
         inner = [a for a in args if a is not type(None)][0]
         return _coerce(section, key, value, inner, where)
+    if origin in (tuple, Tuple) and len(args) == 2 and args[1] is Ellipsis:
+        if not isinstance(value, (list, tuple)):
+            raise RecipeError(f"{where}: {section}.{key} must be a list, got {value!r}")
+        return tuple(_coerce(section, key, v, args[0], where) for v in value)
     if origin in (tuple, Tuple):
         if not isinstance(value, (list, tuple)) or len(value) != len(args):
             raise RecipeError(

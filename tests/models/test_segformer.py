@@ -78,3 +78,14 @@ def test_drop_path_only_in_training():
     np.testing.assert_allclose(model(x, training=False), model(x, training=False))
     rates = [blk.drop_path.rate for stage in model.encoder.block for blk in stage]
     assert rates[0] == 0.0 and rates[-1] == pytest.approx(0.5) and rates == sorted(rates)
+
+
+def test_folded_decoder_equals_eq4_as_written():
+    model = kseg.build_model("segformer_mit_b2", num_classes=6)
+    rng = np.random.default_rng(3)
+    for v in model.decode_head.weights:  # move BatchNorm/bias off their identity init
+        v.assign(v + rng.normal(0, 0.05, v.shape).astype("float32"))
+    feats = model.encoder(model.normalize(rng.uniform(0, 255, (2, 72, 104, 3)).astype("float32")))
+    folded = np.asarray(model.decode_head(feats))
+    reference = np.asarray(model.decode_head.reference_call(feats))
+    assert np.abs(folded - reference).max() < 1e-4 * max(1.0, np.abs(reference).max())

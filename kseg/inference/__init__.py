@@ -1,0 +1,18 @@
+"""Inference: whole / slide prediction, split evaluation, overlays."""
+
+from kseg.inference.evaluator import evaluate, save_results
+from kseg.inference.overlay import colorize, overlay, save_png, side_by_side
+from kseg.inference.predictor import predict_labels, predict_logits, rescale_size, slide_grid
+
+__all__ = [
+    "colorize",
+    "evaluate",
+    "overlay",
+    "predict_labels",
+    "predict_logits",
+    "rescale_size",
+    "save_png",
+    "save_results",
+    "side_by_side",
+    "slide_grid",
+]

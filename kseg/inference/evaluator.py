@@ -1,0 +1,197 @@
+"""Evaluation over a split: one confusion matrix, mmseg's aAcc / mIoU / mAcc.
+
+Each image is predicted at its original size (``predict_logits`` with the recipe's
+``EvalConfig``: whole or slide, optional keep-ratio resize), arg-maxed, and its confusion
+matrix added to one int64 [K, K] matrix for the whole split; the scores are computed once
+from that matrix (mmseg ``IoUMetric``: ``intersect_and_union`` summed, then
+``total_area_to_metrics``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import weakref
+from typing import Callable, Optional, Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from kseg.inference.predictor import MODES, predict_logits
+from kseg.metrics.confusion import confusion_matrix, summarize
+
+
+def _cfg(eval_cfg, key, default):
+    if isinstance(eval_cfg, dict):
+        return eval_cfg.get(key, default)
+    return getattr(eval_cfg, key, default)
+
+
+def _split(element):
+    """(image, label) from a tuple/list or a dict with "image" and "label"."""
+    if isinstance(element, dict):
+        return element["image"], element["label"]
+    return element[0], element[1]
+
+
+# model -> {settings: tf.function}: one trace per model and settings, reused by the
+# evaluations of a training run.
+_STEPS = weakref.WeakKeyDictionary()
+
+
+def _step_fn(model, k, ignore_index, kwargs):
+    """tf.function (images f32 [B, H, W, 3], labels i32 [B, H, W]) -> (cm int64 [K, K],
+    preds int32 [B, H, W]), for any H, W."""
+    key = (k, ignore_index, *[(n, v if n != "logits_fn" else id(v)) for n, v in kwargs.items()])
+    steps = _STEPS.setdefault(model, {})
+    if key not in steps:
+        model_ref = weakref.ref(model)  # a strong one would keep the cache entry alive
+
+        @tf.function(
+            input_signature=[
+                tf.TensorSpec([None, None, None, 3], tf.float32),
+                tf.TensorSpec([None, None, None], tf.int32),
+            ]
+        )
+        def step(images, labels):
+            logits = predict_logits(model_ref(), images, **kwargs)
+            preds = tf.argmax(logits, axis=-1, output_type=tf.int32)
+            return confusion_matrix(labels, preds, k, ignore_index), preds
+
+        steps.clear()  # keep only the latest settings
+        steps[key] = step
+    return steps[key]
+
+
+def _num_batches(dataset):
+    if isinstance(dataset, tf.data.Dataset):
+        n = int(dataset.cardinality())
+        return n if n >= 0 else None
+    try:
+        return len(dataset)
+    except TypeError:
+        return None
+
+
+def evaluate(
+    model,
+    dataset,
+    num_classes: int,
+    eval_cfg=None,
+    class_names: Optional[Sequence[str]] = None,
+    ignore_index: int = 255,
+    progress: bool = True,
+    max_images: Optional[int] = None,
+    on_image: Optional[Callable] = None,
+    logits_fn: Optional[Callable] = None,
+) -> dict:
+    """Scores ``model`` on a split.
+
+    Args:
+      model: Keras segmentation model (see ``predict_logits``).
+      dataset: iterable (e.g. ``tf.data.Dataset``) of ``(image, label)`` or
+        ``{"image", "label"}``: image [B, H, W, 3] RGB in [0, 255] (uint8 or float),
+        label int [B, H, W] (or [B, H, W, 1]; unbatched [H, W, 3] / [H, W] also work),
+        ``ignore_index`` = not scored. B > 1 only when the images of a batch share one
+        size (images are never padded).
+      num_classes: K.
+      eval_cfg: ``kseg.config.EvalConfig`` (or a dict) with ``mode`` (whole | slide),
+        ``scale``, ``crop_size``, ``stride``; None: whole, original size.
+      class_names: K names for the per-class dicts and the table.
+      ignore_index: label value skipped (255).
+      progress: show a ``keras.utils.Progbar`` (counted in batches) with the running mIoU.
+      max_images: stop after this many images (the last batch is cut).
+      on_image: called as ``on_image(image, label, pred)`` per image with numpy arrays
+        image [H, W, 3] (as given), label int32 [H, W], pred int32 [H, W] (e.g. to
+        collect overlays).
+      logits_fn: passed to ``predict_logits`` (dict outputs).
+
+    Returns:
+      ``summarize(cm, class_names)`` (aAcc, mIoU, mAcc in percent; per-class IoU / Acc)
+      plus ``confusion_matrix`` (nested list, int, rows = ground truth) and ``num_images``.
+
+    Raises:
+      ValueError: unknown mode, or a label outside [0, K) that is not ``ignore_index``
+        (the message names the image number).
+    """
+    k = int(num_classes)
+    mode = _cfg(eval_cfg, "mode", "whole")
+    if mode not in MODES:
+        raise ValueError(f"eval mode {mode!r} is not supported here; valid: {', '.join(MODES)}")
+    scale = _cfg(eval_cfg, "scale", None)
+    kwargs = dict(
+        mode=mode,
+        scale=None if scale is None else tuple(scale),
+        crop_size=tuple(_cfg(eval_cfg, "crop_size", (512, 512))),
+        stride=tuple(_cfg(eval_cfg, "stride", (341, 341))),
+        logits_fn=logits_fn,
+    )
+
+    step = _step_fn(model, k, ignore_index, kwargs)
+    total = np.zeros((k, k), np.int64)
+    seen = 0
+    target = _num_batches(dataset)
+    bar = keras.utils.Progbar(target, stateful_metrics=["mIoU"]) if progress else None
+    batches = 0
+    for b, element in enumerate(dataset):
+        if max_images is not None and seen >= max_images:
+            break
+        batches = b + 1
+        images, labels = _split(element)
+        images, labels = tf.convert_to_tensor(images), tf.convert_to_tensor(labels)
+        if images.shape.rank == 3:  # unbatched [H, W, 3], [H, W]
+            images, labels = images[tf.newaxis], labels[tf.newaxis]
+        if labels.shape.rank == 4:
+            labels = tf.squeeze(labels, axis=-1)
+        if max_images is not None:
+            images, labels = images[: max_images - seen], labels[: max_images - seen]
+        try:
+            cm, preds = step(tf.cast(images, tf.float32), tf.cast(labels, tf.int32))
+        except tf.errors.InvalidArgumentError as e:
+            found = re.search(r"assertion failed: (.*)", e.message)
+            reason = found.group(1) if found else e.message
+            last = seen + int(images.shape[0]) - 1
+            which = f"image {seen}" if last == seen else f"images {seen}..{last}"
+            raise ValueError(
+                f"evaluation failed on {which} of the split (batch {b}): {reason}"
+            ) from e
+        total += cm.numpy()
+        n = int(images.shape[0])
+        if on_image is not None:
+            imgs, labs, prs = images.numpy(), labels.numpy().astype(np.int32), preds.numpy()
+            for i in range(n):
+                on_image(imgs[i], labs[i], prs[i])
+        seen += n
+        if bar is not None:
+            bar.update(b + 1, values=[("mIoU", summarize(total)["mIoU"])])
+    summary = summarize(total, class_names)
+    if bar is not None and batches != target:  # stopped early or unknown length
+        bar.update(batches, values=[("mIoU", summary["mIoU"])], finalize=True)
+    summary["confusion_matrix"] = total.tolist()
+    summary["num_images"] = seen
+    return summary
+
+
+def _json_safe(x):
+    if isinstance(x, dict):
+        return {str(k): _json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_json_safe(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return _json_safe(x.tolist())
+    if isinstance(x, np.generic):
+        x = x.item()
+    if isinstance(x, float) and math.isnan(x):
+        return None
+    return x
+
+
+def save_results(summary: dict, path: str) -> None:
+    """Writes an ``evaluate`` summary as strict JSON (NaN -> null), creating folders."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(_json_safe(summary), f, indent=2)

@@ -1,0 +1,120 @@
+"""evaluate(): one confusion matrix over a split, per EvalConfig."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from kseg.config.recipe import EvalConfig
+from kseg.inference import evaluate, predict_labels, save_results
+from kseg.metrics import summarize
+
+K = 4
+SIZES = [(24, 40), (33, 21), (16, 16)]
+
+
+def model():
+    keras.utils.set_random_seed(0)
+    return keras.Sequential(
+        [keras.Input((None, None, 3)), keras.layers.Conv2D(K, 4, strides=4, padding="same")]
+    )
+
+
+def split():
+    rng = np.random.default_rng(0)
+    items = []
+    for h, w in SIZES:
+        img = rng.integers(0, 256, (1, h, w, 3)).astype(np.uint8)
+        lab = rng.integers(0, K - 1, (1, h, w)).astype(np.int32)  # class K-1 never in gt
+        lab[:, :3] = 255
+        items.append((img, lab))
+    return items
+
+
+def reference_cm(m, items, **kwargs):
+    cm = np.zeros((K, K), np.int64)
+    for img, lab in items:
+        pred = predict_labels(m, img, **kwargs).numpy()
+        keep = lab != 255
+        cm += np.bincount(lab[keep] * K + pred[keep], minlength=K * K).reshape(K, K)
+    return cm
+
+
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        EvalConfig(mode="whole", scale=None),
+        EvalConfig(mode="whole", scale=(48, 24)),
+        EvalConfig(mode="slide", scale=None, crop_size=(16, 16), stride=(12, 12)),
+    ],
+)
+def test_evaluate_matches_reference(cfg):
+    m, items = model(), split()
+    ds = tf.data.Dataset.from_generator(
+        lambda: iter(items),
+        output_signature=(
+            tf.TensorSpec([1, None, None, 3], tf.uint8),
+            tf.TensorSpec([1, None, None], tf.int32),
+        ),
+    )
+    seen = []
+    result = evaluate(
+        m, ds, K, cfg, class_names=list("abcd"), progress=False,
+        on_image=lambda image, label, pred: seen.append((image.shape, label.shape, pred.shape)),
+    )
+    ref = reference_cm(
+        m, items, mode=cfg.mode, scale=cfg.scale, crop_size=cfg.crop_size, stride=cfg.stride
+    )
+    np.testing.assert_array_equal(result["confusion_matrix"], ref)
+    expected = summarize(ref, list("abcd"))
+    assert result["mIoU"] == pytest.approx(expected["mIoU"])
+    assert result["aAcc"] == pytest.approx(expected["aAcc"])
+    assert result["Acc"]["d"] is None and result["num_images"] == 3
+    assert seen == [((h, w, 3), (h, w), (h, w)) for h, w in SIZES]
+
+
+def test_batches_max_images_progress_and_json(tmp_path, capsys):
+    m = model()
+    rng = np.random.default_rng(1)
+    batches = [
+        (rng.uniform(0, 255, (2, 12, 20, 3)).astype(np.float32), rng.integers(0, K, (2, 12, 20, 1)))
+        for _ in range(2)
+    ]
+    result = evaluate(m, batches, K, {"mode": "whole", "scale": None}, max_images=3)
+    assert result["num_images"] == 3
+    flat = [(b[0][i : i + 1], b[1][i : i + 1, ..., 0]) for b in batches for i in range(2)][:3]
+    np.testing.assert_array_equal(result["confusion_matrix"], reference_cm(m, flat))
+    assert "mIoU" in capsys.readouterr().out  # the progress bar
+    unbatched = evaluate(m, [(x[0], y[0]) for x, y in flat], K, None, progress=False)
+    assert unbatched["confusion_matrix"] == result["confusion_matrix"]
+    path = tmp_path / "eval" / "val.json"
+    save_results({**result, "mIoU": float("nan")}, str(path))
+    loaded = json.loads(path.read_text())  # strict JSON: NaN written as null
+    assert loaded["mIoU"] is None and loaded["confusion_matrix"] == result["confusion_matrix"]
+
+
+def test_step_cache_does_not_keep_models_alive():
+    import gc
+    import weakref
+
+    from kseg.inference import evaluator
+
+    m = model()
+    evaluate(m, split()[:1], K, EvalConfig(scale=None), progress=False)
+    ref = weakref.ref(m)
+    del m
+    gc.collect()
+    assert ref() is None and len(evaluator._STEPS) == 0
+
+
+def test_bad_label_names_the_image():
+    m = model()
+    items = split()
+    items[1][1][0, 5, 5] = K  # out of range, not ignore
+    match = r"on image 1 of .*label values must be in \[0, 4\).*min, max:\] \[1\] \[4\] \[4\]"
+    with pytest.raises(ValueError, match=match):
+        evaluate(m, items, K, EvalConfig(scale=None), progress=False)
+    with pytest.raises(ValueError, match="valid: whole, slide"):
+        evaluate(m, items, K, EvalConfig(mode="ms"), progress=False)

@@ -1,0 +1,110 @@
+"""python -m kseg.train / evaluate / predict on real CamVid with tiny sizes."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+RECIPE = os.path.join(REPO, "recipes", "segformer_mit_b0_camvid.yaml")
+TINY = [
+    "data.scale=[120,90]", "data.crop_size=[64,64]", "train.global_batch_size=2",
+    "eval.scale=[120,90]", "data.val_split=val_tiny", "train.log_interval=1",
+]
+
+
+@pytest.fixture(scope="module")
+def camvid_tiny(tmp_path_factory):
+    """A CamVid root whose val split lists 3 images (links to the real files)."""
+    from kseg.data import find_data_root
+
+    real = find_data_root("camvid")
+    root = tmp_path_factory.mktemp("camvid")
+    for name in os.listdir(real):
+        os.symlink(os.path.join(real, name), root / name)
+    with open(os.path.join(real, "val.txt")) as f:
+        (root / "val_tiny.txt").write_text("".join(f.readlines()[:3]))
+    return str(root)
+
+
+def cli(module, *args, **kw):
+    env = {**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, **kw)
+
+
+def sets(*items):
+    return [arg for item in items for arg in ("--set", item)]
+
+
+@pytest.mark.slow
+def test_train_evaluate_predict(tmp_path, camvid_tiny):
+    work = tmp_path / "work"
+    r = cli("kseg.train", "--recipe", RECIPE, "--work-dir", str(work),
+            *sets(*TINY, f"data.root={camvid_tiny}", "train.max_steps=4", "train.eval_interval=2",
+                  "train.backup_interval=2"))
+    assert r.returncode == 0, r.stderr[-3000:]
+    for name in ("recipe.yaml", "best.weights.h5", "last.weights.h5", "summary.json", "eval/step_2.json",
+                 "eval/step_4.json"):
+        assert (work / name).exists(), name
+    assert not (work / "backup").exists()  # finished runs leave no backup
+    summary = json.loads((work / "summary.json").read_text())
+    assert summary["steps"] == 4 and summary["global_batch_size"] == 2
+    ev = json.loads((work / "eval" / "step_4.json").read_text())
+    assert set(ev) >= {"aAcc", "mIoU", "mAcc", "IoU", "Acc", "confusion_matrix"}
+    assert len(ev["IoU"]) == 11 and "sky" in ev["IoU"]
+    # 3 val images of 360x480, void pixels excluded: the matrix counts labelled pixels only.
+    assert 0 < np.sum(ev["confusion_matrix"]) <= 3 * 360 * 480
+    assert any(f.startswith("events") for _, _, fs in os.walk(work / "tensorboard") for f in fs)
+
+    r = cli("kseg.evaluate", "--recipe", RECIPE, "--checkpoint", str(work / "best.weights.h5"),
+            "--output", str(tmp_path / "eval.json"), *sets(*TINY, f"data.root={camvid_tiny}"))
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "mIoU" in r.stdout and "bicyclist" in r.stdout
+    result = json.loads((tmp_path / "eval.json").read_text())
+    assert result["mode"] == "whole" and result["split"] == "val_tiny"
+
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (70, 100, 3), dtype=np.uint8)).save(images / "a.jpg")
+    r = cli("kseg.predict", "--recipe", RECIPE, "--checkpoint", str(work / "best.weights.h5"),
+            "--input", str(images), "--output", str(tmp_path / "pred"), *sets(*TINY))
+    assert r.returncode == 0, r.stderr[-3000:]
+    label = Image.open(tmp_path / "pred" / "a.png")
+    assert label.size == (100, 70) and label.mode == "P" and np.asarray(label).max() < 11
+    assert Image.open(tmp_path / "pred" / "a_overlay.png").size == (100, 70)
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_at_the_same_step(tmp_path, camvid_tiny):
+    work = tmp_path / "work"
+    args = ["--recipe", RECIPE, "--work-dir", str(work),
+            *sets(*TINY, f"data.root={camvid_tiny}", "train.max_steps=8", "train.eval_interval=8",
+                  "train.backup_interval=2")]
+    env = {**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    proc = subprocess.Popen([sys.executable, "-m", "kseg.train", *args], cwd=REPO, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    meta = work / "backup" / "training_metadata.json"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if meta.exists() and json.loads(meta.read_text() or "{}").get("epoch", 0) >= 2:
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    backed_up = json.loads(meta.read_text())["epoch"] * 2
+    assert 0 < backed_up < 8
+
+    r = cli("kseg.train", *args)  # without --resume: refuses, nothing overwritten
+    assert r.returncode != 0 and "--resume" in r.stderr
+    r = cli("kseg.train", *args, "--resume")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert f"resuming at step {backed_up}" in r.stdout
+    summary = json.loads((work / "summary.json").read_text())
+    assert summary["steps"] == 8  # the schedule step continued from the backup
