@@ -12,6 +12,8 @@ from typing import Optional
 import numpy as np
 from PIL import Image
 
+from kseg.data.palettes import colorize
+
 
 def _palette(palette) -> np.ndarray:
     palette = np.asarray(palette)
@@ -28,37 +30,6 @@ def _to_uint8_image(image) -> np.ndarray:
     if image.dtype == np.uint8:
         return image
     return np.clip(np.rint(image), 0, 255).astype(np.uint8)
-
-
-def colorize(labels, palette, ignore_index: int = 255) -> np.ndarray:
-    """Colour map of a label map.
-
-    Args:
-      labels: int [H, W] class indices; ``ignore_index`` allowed.
-      palette: uint8 [K, 3] RGB per class.
-      ignore_index: painted black.
-
-    Returns:
-      uint8 [H, W, 3].
-
-    Raises:
-      ValueError: a label outside [0, K) that is not ``ignore_index``.
-    """
-    pal = _palette(palette)
-    labels = np.asarray(labels)
-    if labels.ndim != 2:
-        raise ValueError(f"labels must be [H, W], got shape {labels.shape}")
-    labels = labels.astype(np.int64)
-    ignored = labels == ignore_index
-    bad = ~ignored & ((labels < 0) | (labels >= len(pal)))
-    if bad.any():
-        raise ValueError(
-            f"label values {np.unique(labels[bad])[:10].tolist()} are outside the palette's "
-            f"{len(pal)} classes and not the ignore index {ignore_index}"
-        )
-    out = pal[np.where(ignored, 0, labels)]
-    out[ignored] = 0
-    return out
 
 
 def overlay(image, labels, palette, alpha: float = 0.5, ignore_index: int = 255) -> np.ndarray:

@@ -23,27 +23,9 @@ from typing import Callable, Optional, Sequence, Tuple
 
 import tensorflow as tf
 
+from kseg.data.transforms import rescale_size
+
 MODES = ("whole", "slide")
-
-
-def rescale_size(height, width, scale: Sequence[int]):
-    """mmcv ``rescale_size`` with keep_ratio: the (H, W) that fits inside ``scale``.
-
-    Args:
-      height, width: int scalars or int32 scalar tensors.
-      scale: (long edge, short edge) in pixels; the order does not matter.
-
-    Returns:
-      (new_height, new_width) int32 scalar tensors.
-    """
-    long_edge, short_edge = float(max(scale)), float(min(scale))
-    h = tf.cast(height, tf.float64)
-    w = tf.cast(width, tf.float64)
-    factor = tf.minimum(long_edge / tf.maximum(h, w), short_edge / tf.minimum(h, w))
-    return (
-        tf.cast(tf.floor(h * factor + 0.5), tf.int32),
-        tf.cast(tf.floor(w * factor + 0.5), tf.int32),
-    )
 
 
 def slide_grid(height, width, crop_size: Sequence[int], stride: Sequence[int]):
