@@ -49,8 +49,10 @@ def main(argv=None):
     from kseg.inference import overlay, predict_labels, save_png
     from kseg.models import build_from_recipe
 
+    # Only the class names and palette are needed: skip checking the split's files.
     info = get_dataset(recipe.data.dataset, root=recipe.data.root, split=recipe.data.val_split,
-                       reduce_zero_label=recipe.data.reduce_zero_label, folder_spec=recipe.data.folder_spec)
+                       reduce_zero_label=recipe.data.reduce_zero_label, folder_spec=recipe.data.folder_spec,
+                       check=False)
     model = build_from_recipe(recipe, checkpoint=args.checkpoint)
     ev = recipe.eval
     os.makedirs(args.output, exist_ok=True)

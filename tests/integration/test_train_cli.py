@@ -28,6 +28,8 @@ def camvid_tiny(tmp_path_factory):
     root = tmp_path_factory.mktemp("camvid")
     for name in os.listdir(real):
         os.symlink(os.path.join(real, name), root / name)
+    os.symlink(os.path.join(real, "val"), root / "val_tiny")
+    os.symlink(os.path.join(real, "valannot"), root / "val_tinyannot")
     with open(os.path.join(real, "val.txt")) as f:
         (root / "val_tiny.txt").write_text("".join(f.readlines()[:3]))
     return str(root)
@@ -74,7 +76,8 @@ def test_train_evaluate_predict(tmp_path, camvid_tiny):
     images.mkdir()
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (70, 100, 3), dtype=np.uint8)).save(images / "a.jpg")
     r = cli("kseg.predict", "--recipe", RECIPE, "--checkpoint", str(work / "best.weights.h5"),
-            "--input", str(images), "--output", str(tmp_path / "pred"), *sets(*TINY))
+            "--input", str(images), "--output", str(tmp_path / "pred"),
+            *sets(*TINY, f"data.root={camvid_tiny}"))
     assert r.returncode == 0, r.stderr[-3000:]
     label = Image.open(tmp_path / "pred" / "a.png")
     assert label.size == (100, 70) and label.mode == "P" and np.asarray(label).max() < 11
