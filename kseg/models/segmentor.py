@@ -71,6 +71,15 @@ class Segmentor(keras.Model):
             metrics = [SegMeanIoU(self.num_classes, name="mIoU")]
         super().compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
 
+    def compile_from_config(self, config):
+        """Restores the compiled state saved in a ``.keras`` file (optimizer with its param
+        groups, loss, metrics): the saved objects are used as they are, no defaults."""
+        from keras.src.saving import serialization_lib
+
+        super().compile(**serialization_lib.deserialize_keras_object(config))
+        if self.built:
+            self.optimizer.build(self.trainable_variables)
+
     def default_loss(self, class_weight=None):
         """The family's training loss: per-pixel cross-entropy, ignore index 255."""
         from kseg.losses import SegCrossEntropy

@@ -89,3 +89,23 @@ def test_folded_decoder_equals_eq4_as_written():
     folded = np.asarray(model.decode_head(feats))
     reference = np.asarray(model.decode_head.reference_call(feats))
     assert np.abs(folded - reference).max() < 1e-4 * max(1.0, np.abs(reference).max())
+
+
+def test_compiled_model_round_trips_with_its_optimizer_state(tmp_path):
+    import keras
+
+    model = SegFormer.from_variant("segformer_mit_b0", num_classes=3)
+    model.compile()
+    rng = np.random.default_rng(4)
+    x = rng.uniform(0, 255, (2, 64, 64, 3)).astype("float32")
+    y = rng.integers(0, 3, (2, 64, 64)).astype("int32")
+    model.fit(x, y, epochs=1, verbose=0)
+    model.save(tmp_path / "c.keras")
+    loaded = keras.models.load_model(tmp_path / "c.keras")
+    assert int(loaded.optimizer.iterations) == 1
+    assert [float(o.learning_rate) for o in loaded.optimizer.optimizers] == pytest.approx(
+        [float(o.learning_rate) for o in model.optimizer.optimizers])
+    assert loaded.loss.ignore_index == 255
+    np.testing.assert_allclose(np.asarray(loaded(x)), np.asarray(model(x)), atol=1e-5)
+    loaded.fit(x, y, epochs=1, verbose=0)
+    assert int(loaded.optimizer.iterations) == 2
