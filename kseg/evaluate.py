@@ -1,4 +1,4 @@
-"""``python -m kseg.evaluate --recipe R --checkpoint C [--mode whole|slide] [--split val]``.
+"""``python -m kseg.evaluate --recipe R --checkpoint C [--mode whole|slide|ms_flip] [--split val]``.
 
 Evaluates a checkpoint on whole images of a split the way the papers do: one int64
 confusion matrix over the split; prints aAcc, mIoU, mAcc and a per-class IoU/Acc table
@@ -16,7 +16,8 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python -m kseg.evaluate", description=__doc__.split("\n\n")[1])
     p.add_argument("--recipe", required=True)
     p.add_argument("--checkpoint", required=True, help=".weights.h5 written by kseg.train")
-    p.add_argument("--mode", choices=["whole", "slide"], help="default: the recipe's eval.mode")
+    p.add_argument("--mode", choices=["whole", "slide", "ms_flip"],
+                   help="default: the recipe's eval.mode; ms_flip: multi-scale + flip (eval.ms_*)")
     p.add_argument("--split", help="default: the recipe's data.val_split")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
     p.add_argument("--output", help="JSON path (default: beside the checkpoint)")

@@ -30,7 +30,7 @@ def parse_args(argv=None):
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--input", required=True, help="an image or a folder of images")
     p.add_argument("--output", required=True, help="folder for label PNGs and overlays")
-    p.add_argument("--mode", choices=["whole", "slide"], help="default: the recipe's eval.mode")
+    p.add_argument("--mode", choices=["whole", "slide", "ms_flip"], help="default: the recipe's eval.mode")
     p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity of the colours")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
     return p.parse_args(argv)
@@ -46,7 +46,7 @@ def main(argv=None):
     import keras
 
     from kseg.data import get_dataset, load_image
-    from kseg.inference import overlay, predict_labels, save_png
+    from kseg.inference import inference_kwargs, overlay, predict_labels, save_png
     from kseg.models import build_from_recipe
 
     # Only the class names and palette are needed: skip checking the split's files.
@@ -54,13 +54,12 @@ def main(argv=None):
                        reduce_zero_label=recipe.data.reduce_zero_label, folder_spec=recipe.data.folder_spec,
                        check=False)
     model = build_from_recipe(recipe, checkpoint=args.checkpoint)
-    ev = recipe.eval
+    kwargs = inference_kwargs(recipe.eval)
     os.makedirs(args.output, exist_ok=True)
     bar = keras.utils.Progbar(len(files), unit_name="image")
     for path in files:
         image = load_image(path)
-        labels = predict_labels(model, image[None].astype("float32"), mode=ev.mode, scale=ev.scale,
-                                crop_size=ev.crop_size, stride=ev.stride)[0].numpy()
+        labels = predict_labels(model, image[None].astype("float32"), **kwargs)[0].numpy()
         stem = os.path.splitext(os.path.basename(path))[0]
         save_png(labels.astype("uint8"), os.path.join(args.output, f"{stem}.png"), palette=info.palette)
         save_png(overlay(image, labels, info.palette, alpha=args.alpha),

@@ -97,13 +97,18 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class EvalConfig:
-    mode: str = "whole"  # whole | slide
-    # whole mode: resize so the image fits inside (long, short) keeping aspect (mmseg
-    # Resize keep_ratio); None keeps the original size.
+    mode: str = "whole"  # whole | slide | ms_flip
+    # Resize so the image fits inside (long, short) keeping aspect (mmseg Resize
+    # keep_ratio) before inference; None keeps the original size.
     scale: Optional[Tuple[int, int]] = (2048, 512)
     crop_size: Tuple[int, int] = (512, 512)  # slide window (H, W)
     stride: Tuple[int, int] = (341, 341)  # slide stride (H, W)
     batch_size: int = 1
+    # ms_flip: each ratio scales `scale` (mmseg img_ratios), `ms_inner_mode` (whole | slide)
+    # runs at each, optionally also on the flipped image; softmax probabilities averaged.
+    ms_ratios: Tuple[float, ...] = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
+    ms_flip: bool = True
+    ms_inner_mode: str = "whole"
 
 
 SECTIONS = {

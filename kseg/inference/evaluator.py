@@ -30,6 +30,27 @@ def _cfg(eval_cfg, key, default):
     return getattr(eval_cfg, key, default)
 
 
+def inference_kwargs(eval_cfg=None, logits_fn=None) -> dict:
+    """``predict_logits`` keyword arguments from an ``EvalConfig`` (or dict; None: whole).
+
+    Raises: ValueError for an unknown mode.
+    """
+    mode = _cfg(eval_cfg, "mode", "whole")
+    if mode not in MODES:
+        raise ValueError(f"eval mode {mode!r} is not supported; valid: {', '.join(MODES)}")
+    scale = _cfg(eval_cfg, "scale", None)
+    return dict(
+        mode=mode,
+        scale=None if scale is None else tuple(scale),
+        crop_size=tuple(_cfg(eval_cfg, "crop_size", (512, 512))),
+        stride=tuple(_cfg(eval_cfg, "stride", (341, 341))),
+        ms_ratios=tuple(_cfg(eval_cfg, "ms_ratios", (0.5, 0.75, 1.0, 1.25, 1.5, 1.75))),
+        ms_flip=bool(_cfg(eval_cfg, "ms_flip", True)),
+        ms_inner_mode=_cfg(eval_cfg, "ms_inner_mode", "whole"),
+        logits_fn=logits_fn,
+    )
+
+
 def _split(element):
     """(image, label) from a tuple/list or a dict with "image" and "label"."""
     if isinstance(element, dict):
@@ -118,17 +139,7 @@ def evaluate(
         (the message names the image number).
     """
     k = int(num_classes)
-    mode = _cfg(eval_cfg, "mode", "whole")
-    if mode not in MODES:
-        raise ValueError(f"eval mode {mode!r} is not supported here; valid: {', '.join(MODES)}")
-    scale = _cfg(eval_cfg, "scale", None)
-    kwargs = dict(
-        mode=mode,
-        scale=None if scale is None else tuple(scale),
-        crop_size=tuple(_cfg(eval_cfg, "crop_size", (512, 512))),
-        stride=tuple(_cfg(eval_cfg, "stride", (341, 341))),
-        logits_fn=logits_fn,
-    )
+    kwargs = inference_kwargs(eval_cfg, logits_fn)
 
     step = _step_fn(model, k, ignore_index, kwargs)
     total = np.zeros((k, k), np.int64)

@@ -25,7 +25,7 @@ import tensorflow as tf
 
 from kseg.data.transforms import rescale_size
 
-MODES = ("whole", "slide")
+MODES = ("whole", "slide", "ms_flip")
 
 
 def slide_grid(height, width, crop_size: Sequence[int], stride: Sequence[int]):
@@ -102,6 +102,45 @@ def _slide(model, images, crop_size, stride, logits_fn):
     return preds / count
 
 
+def _single_scale(model, images, mode, scale, crop_size, stride, logits_fn, ratio=None):
+    """whole / slide logits [B, H, W, K] at the original size of float32 ``images``.
+
+    ``ratio`` (ms_flip) multiplies ``scale`` as mmseg's ``img_ratios`` do; without a
+    ``scale`` it multiplies the original size.
+    """
+    ori_size = tf.shape(images)[1:3]
+    resized = scale is not None or ratio is not None
+    if scale is not None:
+        new_h, new_w = rescale_size(ori_size[0], ori_size[1], scale, 1.0 if ratio is None else ratio)
+        images = tf.image.resize(images, tf.stack([new_h, new_w]), method="bilinear")
+    elif ratio is not None:
+        new_size = tf.cast(tf.round(tf.cast(ori_size, tf.float32) * ratio), tf.int32)
+        images = tf.image.resize(images, tf.maximum(new_size, 1), method="bilinear")
+    if mode == "whole":
+        logits = _forward(model, images, tf.shape(images)[1:3], logits_fn)
+    else:
+        logits = _slide(model, images, crop_size, stride, logits_fn)
+    if resized:  # mmseg: logits at the resized size, then to ori_shape
+        logits = tf.image.resize(logits, ori_size, method="bilinear")
+    return logits
+
+
+def _multi_scale_flip(model, images, inner_mode, scale, crop_size, stride, logits_fn, ratios, flip):
+    """mmseg ``aug_test``: softmax probabilities averaged over ratios (and flips)."""
+    if inner_mode not in ("whole", "slide"):
+        raise ValueError(f"ms_inner_mode must be whole or slide, got {inner_mode!r}")
+    total, count = None, 0
+    for ratio in ratios:
+        for flipped in ((False, True) if flip else (False,)):
+            x = images[:, :, ::-1, :] if flipped else images
+            probs = tf.nn.softmax(
+                _single_scale(model, x, inner_mode, scale, crop_size, stride, logits_fn, float(ratio)))
+            probs = probs[:, :, ::-1, :] if flipped else probs
+            total = probs if total is None else total + probs
+            count += 1
+    return total / count
+
+
 def predict_logits(
     model,
     images,
@@ -111,6 +150,9 @@ def predict_logits(
     stride: Sequence[int] = (341, 341),
     num_classes: Optional[int] = None,
     logits_fn: Optional[Callable] = None,
+    ms_ratios: Sequence[float] = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75),
+    ms_flip: bool = True,
+    ms_inner_mode: str = "whole",
 ) -> tf.Tensor:
     """Per-pixel logits at the original image size (mmseg whole / slide inference).
 
@@ -118,7 +160,12 @@ def predict_logits(
       model: Keras model, ``model(images, training=False)`` -> logits [B, h, w, K] at
         any stride (or a dict, see ``logits_fn``).
       images: [B, H, W, 3] RGB in [0, 255], any dtype (cast to float32), or [H, W, 3].
-      mode: ``"whole"`` (one pass) or ``"slide"`` (windows, overlapping logits averaged).
+      mode: ``"whole"`` (one pass), ``"slide"`` (windows, overlapping logits averaged) or
+        ``"ms_flip"`` (mmseg ``aug_test``: ``ms_inner_mode`` inference at every ratio of
+        ``ms_ratios`` (scaling ``scale``, or the original size when ``scale`` is None),
+        also on the horizontally flipped image when ``ms_flip``; the softmax probabilities
+        are averaged at the original size). Segmenter/SETR/MaskFormer report
+        ratios 0.5-1.75 with flip.
       scale: (long, short) edge bound of the keep-ratio resize before inference; None
         keeps the original size.
       crop_size: slide window (H, W) in pixels (of the resized image).
@@ -128,8 +175,8 @@ def predict_logits(
         tensor; ``model.semantic_logits(outputs)`` for a dict (mask classification).
 
     Returns:
-      float32 [B, H, W, K] logits (not softmax) at the original H, W; [H, W, K] for a
-      single [H, W, 3] image.
+      float32 [B, H, W, K] at the original H, W ([H, W, K] for a single [H, W, 3] image):
+      logits (not softmax) for whole/slide, mean softmax probabilities for ms_flip.
 
     Raises:
       ValueError: unknown ``mode``, non-positive crop/stride, or a dict output without a
@@ -144,16 +191,11 @@ def predict_logits(
     if single:
         images = images[tf.newaxis]
     images = tf.cast(images, tf.float32)
-    ori_size = tf.shape(images)[1:3]
-    if scale is not None:
-        new_h, new_w = rescale_size(ori_size[0], ori_size[1], scale)
-        images = tf.image.resize(images, tf.stack([new_h, new_w]), method="bilinear")
-    if mode == "whole":
-        logits = _forward(model, images, tf.shape(images)[1:3], logits_fn)
+    if mode == "ms_flip":
+        logits = _multi_scale_flip(model, images, ms_inner_mode, scale, crop_size, stride, logits_fn,
+                                   ms_ratios, ms_flip)
     else:
-        logits = _slide(model, images, crop_size, stride, logits_fn)
-    if scale is not None:  # mmseg: logits at the resized size, then to ori_shape
-        logits = tf.image.resize(logits, ori_size, method="bilinear")
+        logits = _single_scale(model, images, mode, scale, crop_size, stride, logits_fn)
     if num_classes is not None:
         tf.debugging.assert_equal(
             tf.shape(logits)[-1],
