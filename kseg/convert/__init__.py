@@ -12,3 +12,8 @@ from kseg.convert.common import LoadReport, read_state_dict
 from kseg.convert.hf_segformer import describe_checkpoint, load_hf_segformer
 
 __all__ = ["LoadReport", "describe_checkpoint", "load_hf_segformer", "read_state_dict"]
+
+# ViT / DeiT (timm, Hugging Face, Google .npz) into kseg ViT encoders (Segmenter, SETR).
+from kseg.convert.vit import load_vit  # noqa: E402
+
+__all__ += ["load_vit"]

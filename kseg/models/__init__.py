@@ -10,3 +10,5 @@ from kseg.models.registry import (
 )
 from kseg.models.segmentor import Segmentor
 from kseg.models.segformer import SegFormer
+from kseg.models.segmenter import Segmenter
+from kseg.models.setr import SETR

@@ -1,0 +1,205 @@
+"""Plain Vision Transformer (ViT, Dosovitskiy et al. 2021) and DeiT (Touvron et al. 2021).
+
+The encoder of Segmenter (Strudel et al. 2021, Sec. 3.1) and SETR (Zheng et al. 2021,
+Sec. 3.1): non-overlapping P x P patches -> linear projection (a stride-P convolution) ->
+class token (+ DeiT distillation token) -> learned position embedding -> L pre-norm blocks
+-> LayerNorm. The stored position-embedding grid (``img_size / patch_size`` per side) is
+resampled at run time to the input's token grid ``floor(H/P) x floor(W/P)``, any H and W
+(``kseg.layers.pos_embed``; bicubic like HF/timm by default, bilinear as the Segmenter
+paper says on request).
+
+Weights and names follow timm's ``VisionTransformer`` (``patch_embed.proj``,
+``cls_token``, ``dist_token``, ``pos_embed``, ``blocks.{i}.{norm1,attn.qkv,attn.proj,
+norm2,mlp.fc1,mlp.fc2}``, ``norm``; ``.`` -> ``_``), LayerNorm epsilon 1e-6 as timm,
+exact GELU, qkv bias, MLP ratio 4, stochastic depth linearly increasing from 0 to
+``drop_path_rate`` over the blocks.
+"""
+
+import keras
+import tensorflow as tf
+from keras import ops
+
+from kseg.layers.pos_embed import INTERPOLATIONS, resample_grid
+from kseg.layers.vit_block import ViTBlock
+from kseg.models.segmentor import IMAGENET_MEAN, IMAGENET_STD
+
+INCEPTION_MEAN = (127.5, 127.5, 127.5)
+INCEPTION_STD = (127.5, 127.5, 127.5)
+
+
+@keras.saving.register_keras_serializable(package="kseg")
+class ViTPatchEmbed(keras.layers.Layer):
+    """``proj``: a P x P convolution with stride P (valid padding: the grid is floor(H/P) x floor(W/P)).
+
+    Input (B, H, W, C_in) -> (B, H/P, W/P, dim).
+    """
+
+    def __init__(self, dim, patch_size, **kwargs):
+        super().__init__(**kwargs)
+        self.dim, self.patch_size = dim, patch_size
+        self.proj = keras.layers.Conv2D(dim, patch_size, strides=patch_size, name="proj")
+
+    def build(self, input_shape):
+        self.proj.build(input_shape)
+        self.built = True
+
+    def call(self, x):
+        return self.proj(x)
+
+    def get_config(self):
+        return {**super().get_config(), "dim": self.dim, "patch_size": self.patch_size}
+
+
+@keras.saving.register_keras_serializable(package="kseg")
+class ViT(keras.layers.Layer):
+    """The ViT / DeiT encoder.
+
+    Input: (B, H, W, 3) float, already normalised (the model normalises raw pixels).
+    Output: dict of patch-token maps (prefix tokens removed), each (B, floor(H/P),
+    floor(W/P), embed_dim) in the compute dtype:
+      ``"layer{i}"`` for every i in ``out_layers`` (1-based; the raw output of block i,
+      before any norm, as SETR's taps Z^i), and ``"final"`` (the last block's output after
+      the final LayerNorm ``norm``, what Segmenter decodes). With ``return_prefix=True``
+      the dict also holds ``"prefix"``: (B, num_prefix_tokens, embed_dim) after ``norm``.
+
+    Args:
+      embed_dim, depth, num_heads, patch_size: the architecture (see :data:`VIT_VARIANTS`).
+      img_size: pretraining image size; the stored position grid is img_size // patch_size.
+      distilled: adds DeiT's distillation token (2 prefix tokens instead of 1).
+      mlp_ratio, qkv_bias, norm_epsilon: 4, True, 1e-6 (timm).
+      drop_path_rate: stochastic depth of the last block; dropout: timm ``drop_rate``.
+      out_layers: 1-based block indices whose outputs are returned.
+      pos_embed_interpolation: ``"bicubic"`` (HF/timm, PyTorch kernel) or ``"bilinear"``.
+      final_norm: False drops the final LayerNorm and the ``"final"``/``"prefix"`` outputs
+        (SETR decodes raw block outputs with per-head norms; an unused norm would get no
+        gradient).
+    """
+
+    def __init__(self, embed_dim=768, depth=12, num_heads=12, patch_size=16, img_size=224,
+                 distilled=False, mlp_ratio=4.0, qkv_bias=True, norm_epsilon=1e-6, drop_path_rate=0.0,
+                 dropout=0.0, out_layers=(), pos_embed_interpolation="bicubic", return_prefix=False,
+                 final_norm=True, **kwargs):
+        super().__init__(**kwargs)
+        if pos_embed_interpolation not in INTERPOLATIONS:
+            raise ValueError(f"pos_embed_interpolation must be one of {INTERPOLATIONS}, got {pos_embed_interpolation!r}")
+        bad = [i for i in out_layers if not 1 <= int(i) <= depth]
+        if bad:
+            raise ValueError(f"out_layers {bad} outside 1..{depth} (1-based block indices)")
+        self.embed_dim, self.depth, self.num_heads, self.patch_size = embed_dim, depth, num_heads, patch_size
+        self.img_size, self.distilled, self.mlp_ratio, self.qkv_bias = img_size, distilled, mlp_ratio, qkv_bias
+        self.norm_epsilon, self.drop_path_rate, self.dropout_rate = norm_epsilon, drop_path_rate, dropout
+        self.out_layers = sorted(int(i) for i in out_layers)
+        self.pos_embed_interpolation, self.return_prefix = pos_embed_interpolation, return_prefix
+        self.final_norm = final_norm
+        self.grid_size = img_size // patch_size
+        self.num_prefix_tokens = 2 if distilled else 1
+        self.patch_embed = ViTPatchEmbed(embed_dim, patch_size, name="patch_embed")
+        self.pos_drop = keras.layers.Dropout(dropout)
+        rates = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]
+        self.blocks = [
+            ViTBlock(embed_dim, num_heads, mlp_ratio, qkv_bias, rates[i], dropout, norm_epsilon, name=f"blocks_{i}")
+            for i in range(depth)
+        ]
+        self.norm = keras.layers.LayerNormalization(epsilon=norm_epsilon, name="norm") if final_norm else None
+
+    def build(self, input_shape):
+        init = keras.initializers.TruncatedNormal(stddev=0.02)
+        self.patch_embed.build((None, None, None, input_shape[-1]))
+        self.cls_token = self.add_weight((1, 1, self.embed_dim), init, name="cls_token")
+        if self.distilled:
+            self.dist_token = self.add_weight((1, 1, self.embed_dim), init, name="dist_token")
+        n = self.num_prefix_tokens + self.grid_size ** 2
+        self.pos_embed = self.add_weight((1, n, self.embed_dim), init, name="pos_embed")
+        for blk in self.blocks:
+            blk.build((None, None, self.embed_dim))
+        if self.final_norm:
+            self.norm.build((None, None, self.embed_dim))
+        self.built = True
+
+    def interpolated_pos_embed(self, h, w):
+        """(prefix (1, p, C), patch grid (1, h*w, C)) float32 for a dynamic h x w token grid."""
+        pos = ops.convert_to_tensor(self.pos_embed)
+        pos = tf.cast(pos, tf.float32)
+        prefix, patches = pos[:, : self.num_prefix_tokens], pos[0, self.num_prefix_tokens:]
+        g = self.grid_size
+        grid = resample_grid(tf.reshape(patches, (g, g, self.embed_dim)), h, w, self.pos_embed_interpolation)
+        return prefix, tf.reshape(grid, (1, -1, self.embed_dim))
+
+    def call(self, x, training=None):
+        x = self.patch_embed(x)
+        shape = tf.shape(x)
+        b, h, w = shape[0], shape[1], shape[2]
+        dtype = x.dtype
+        prefix_pos, patch_pos = self.interpolated_pos_embed(h, w)
+        tokens = tf.reshape(x, (b, -1, self.embed_dim)) + tf.cast(patch_pos, dtype)
+        prefix = [self.cls_token] + ([self.dist_token] if self.distilled else [])
+        prefix = tf.cast(tf.concat([tf.cast(t, tf.float32) for t in prefix], axis=1) + prefix_pos, dtype)
+        x = tf.concat([tf.tile(prefix, [b, 1, 1]), tokens], axis=1)
+        x = self.pos_drop(x, training=training)
+        p = self.num_prefix_tokens
+        out = {}
+        for i, blk in enumerate(self.blocks, start=1):
+            x = blk(x, training=training)
+            if i in self.out_layers:
+                out[f"layer{i}"] = tf.reshape(x[:, p:], (b, h, w, self.embed_dim))
+        if not self.final_norm:
+            return out
+        x = self.norm(x)
+        out["final"] = tf.reshape(x[:, p:], (b, h, w, self.embed_dim))
+        if self.return_prefix:
+            out["prefix"] = x[:, :p]
+        return out
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "embed_dim": self.embed_dim, "depth": self.depth, "num_heads": self.num_heads,
+            "patch_size": self.patch_size, "img_size": self.img_size, "distilled": self.distilled,
+            "mlp_ratio": self.mlp_ratio, "qkv_bias": self.qkv_bias, "norm_epsilon": self.norm_epsilon,
+            "drop_path_rate": self.drop_path_rate, "dropout": self.dropout_rate, "out_layers": self.out_layers,
+            "pos_embed_interpolation": self.pos_embed_interpolation, "return_prefix": self.return_prefix,
+            "final_norm": self.final_norm,
+        }
+
+
+# Architectures (ViT paper Table 1; DeiT paper Table 1; "Tiny" = DeiT-Ti / augreg Ti dims).
+VIT_DIMS = {
+    "t": {"embed_dim": 192, "depth": 12, "num_heads": 3},
+    "s": {"embed_dim": 384, "depth": 12, "num_heads": 6},
+    "b": {"embed_dim": 768, "depth": 12, "num_heads": 12},
+    "l": {"embed_dim": 1024, "depth": 24, "num_heads": 16},
+}
+
+
+def _variant(size, patch, img_size, distilled=False, normalization="inception"):
+    return {**VIT_DIMS[size], "patch_size": patch, "img_size": img_size, "distilled": distilled,
+            "normalization": normalization}
+
+
+# Backbone variants as data. ``img_size`` is the resolution of the usual checkpoint (the
+# Segmenter/SETR backbones were fine-tuned at 384, Segmenter Sec. 4.1; ViT-B/8 exists at
+# 224 only). ``normalization``: "inception" = mean 127.5, std 127.5 (Google ViT/augreg
+# checkpoints); "imagenet" = ImageNet mean/std (DeiT). Pixel statistics are used by the
+# model's ``normalize``; only architecture keys reach :class:`ViT`.
+VIT_VARIANTS = {
+    **{f"vit_{s}{p}": _variant(s, p, 224 if p == 8 else 384) for s in "tsbl" for p in (8, 16, 32)},
+    "deit_t16": _variant("t", 16, 224, distilled=True, normalization="imagenet"),
+    "deit_s16": _variant("s", 16, 224, distilled=True, normalization="imagenet"),
+    "deit_b16": _variant("b", 16, 384, distilled=True, normalization="imagenet"),
+}
+
+NORMALIZATIONS = {
+    "inception": (INCEPTION_MEAN, INCEPTION_STD),
+    "imagenet": (IMAGENET_MEAN, IMAGENET_STD),
+}
+
+
+def vit_arch(name):
+    """(ViT constructor kwargs, (mean, std)) of a :data:`VIT_VARIANTS` entry.
+
+    Raises: KeyError naming the known backbones.
+    """
+    if name not in VIT_VARIANTS:
+        raise KeyError(f"unknown ViT backbone {name!r}; known: {', '.join(sorted(VIT_VARIANTS))}")
+    arch = dict(VIT_VARIANTS[name])
+    return arch, NORMALIZATIONS[arch.pop("normalization")]

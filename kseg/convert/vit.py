@@ -1,0 +1,303 @@
+"""ViT / DeiT checkpoints -> a kseg ``ViT`` encoder (alone or inside a Segmenter / SETR model).
+
+Accepted layouts, all normalised to timm's key names before mapping:
+
+- **timm** ``VisionTransformer`` state dicts (``patch_embed.proj``, ``cls_token``,
+  ``dist_token``, ``pos_embed``, ``blocks.{i}.{norm1,attn.qkv,attn.proj,norm2,mlp.fc1,
+  mlp.fc2}``, ``norm``); the ImageNet ``head``/``head_dist``/``fc_norm`` are skipped.
+- **Hugging Face** ``ViTModel`` / ``DeiTModel`` (and their ``*ForImageClassification``)
+  as saved on the Hub (``[vit.|deit.]embeddings.*``, ``encoder.layer.{i}.attention.
+  attention.{query,key,value}``, ``attention.output.dense``, ``intermediate.dense``,
+  ``output.dense``, ``layernorm_{before,after}``, ``layernorm``) and in transformers 5.x's
+  in-memory layout (``layers.{i}.attention.{q,k,v,o}_proj``, ``layers.{i}.mlp.fc{1,2}``).
+  Separate q/k/v projections are concatenated (rows q, k, v) into timm's fused ``qkv``.
+- **Google JAX** ``.npz`` checkpoints (original ViT and AugReg, ``vit_jax`` / big_vision):
+  ``embedding/{kernel,bias}``, ``cls``, ``Transformer/posembed_input/pos_embedding``,
+  ``Transformer/encoderblock_{i}/{LayerNorm_0, MultiHeadDotProductAttention_1/{query,key,
+  value,out}, LayerNorm_2, MlpBlock_3/Dense_{0,1}}``, ``Transformer/encoder_norm`` (and
+  the older ``..._0``/``LayerNorm_1``/``MlpBlock_0`` numbering; an ``opt/target/`` prefix
+  is stripped), rearranged to the timm layout as timm's ``_load_weights`` does.
+
+Keys are then bound to variables by walking the encoder's attributes (``encoder.blocks[i]
+.attn.qkv.kernel``...), never by position. Layouts: Linear (out, in) -> Dense (in, out);
+Conv2d (out, in, kh, kw) -> (kh, kw, in, out); LayerNorm weight/bias -> gamma/beta.
+
+Position embeddings stored for another grid (e.g. 24x24 at 384 px into a 14x14 model) are
+resampled to the model's grid with the model's ``pos_embed_interpolation``
+(``kseg.layers.pos_embed``, PyTorch's bicubic by default, as timm and HF do).
+
+Note: HF ViT configs use LayerNorm epsilon 1e-12, timm 1e-6; kseg follows timm (1e-6).
+The difference on real weights is far below float32 noise of the logits.
+"""
+
+import re
+
+import numpy as np
+
+from kseg.convert.common import (
+    LoadReport,
+    ShapeMismatchError,
+    Target,
+    assign_all,
+    check_shapes,
+    conv_kernel,
+    identity,
+    linear_kernel,
+    read_state_dict,
+)
+from kseg.layers.pos_embed import resample_pos_embed
+
+# (regex on a prefix-stripped key, timm replacement). Order matters: specific first.
+_HF_RULES = (
+    (r"^embeddings\.cls_token$", "cls_token"),
+    (r"^embeddings\.distillation_token$", "dist_token"),
+    (r"^embeddings\.position_embeddings$", "pos_embed"),
+    (r"^embeddings\.patch_embeddings\.projection\.", "patch_embed.proj."),
+    # Hub layout
+    (r"^encoder\.layer\.(\d+)\.attention\.attention\.query\.", r"blocks.\1.attn.q."),
+    (r"^encoder\.layer\.(\d+)\.attention\.attention\.key\.", r"blocks.\1.attn.k."),
+    (r"^encoder\.layer\.(\d+)\.attention\.attention\.value\.", r"blocks.\1.attn.v."),
+    (r"^encoder\.layer\.(\d+)\.attention\.output\.dense\.", r"blocks.\1.attn.proj."),
+    (r"^encoder\.layer\.(\d+)\.intermediate\.dense\.", r"blocks.\1.mlp.fc1."),
+    (r"^encoder\.layer\.(\d+)\.output\.dense\.", r"blocks.\1.mlp.fc2."),
+    (r"^encoder\.layer\.(\d+)\.layernorm_before\.", r"blocks.\1.norm1."),
+    (r"^encoder\.layer\.(\d+)\.layernorm_after\.", r"blocks.\1.norm2."),
+    # transformers 5.x in-memory layout
+    (r"^(?:encoder\.)?layers\.(\d+)\.attention\.q_proj\.", r"blocks.\1.attn.q."),
+    (r"^(?:encoder\.)?layers\.(\d+)\.attention\.k_proj\.", r"blocks.\1.attn.k."),
+    (r"^(?:encoder\.)?layers\.(\d+)\.attention\.v_proj\.", r"blocks.\1.attn.v."),
+    (r"^(?:encoder\.)?layers\.(\d+)\.attention\.o_proj\.", r"blocks.\1.attn.proj."),
+    (r"^(?:encoder\.)?layers\.(\d+)\.mlp\.fc([12])\.", r"blocks.\1.mlp.fc\2."),
+    (r"^(?:encoder\.)?layers\.(\d+)\.layernorm_before\.", r"blocks.\1.norm1."),
+    (r"^(?:encoder\.)?layers\.(\d+)\.layernorm_after\.", r"blocks.\1.norm2."),
+    (r"^layernorm\.", "norm."),
+)
+_HF_RULES = tuple((re.compile(p), r) for p, r in _HF_RULES)
+_PREFIXES = ("module.", "vit.", "deit.", "backbone.", "encoder.model.")
+_SKIP = (
+    (re.compile(r"^(head|head_dist|fc_norm|pre_logits)\."), "ImageNet classification head (not used for segmentation)"),
+    (re.compile(r"^(classifier|cls_classifier|distillation_classifier|pooler)\."), "HF classification head / pooler"),
+)
+
+
+def _jax_to_timm(state):
+    """Google JAX ViT arrays -> timm-layout (PyTorch) arrays. Keys without ``Transformer/``,
+    ``embedding/`` or ``cls`` (e.g. ``head/*``, ``pre_logits/*``) keep their names (then
+    skipped as heads)."""
+    state = {k[len("opt/target/"):] if k.startswith("opt/target/") else k: np.asarray(v) for k, v in state.items()}
+    out = {}
+    torch_linear = lambda k: k.T  # (in, out) -> (out, in)  # noqa: E731
+    if "embedding/kernel" in state:
+        out["patch_embed.proj.weight"] = state.pop("embedding/kernel").transpose(3, 2, 0, 1)
+        out["patch_embed.proj.bias"] = state.pop("embedding/bias")
+    if "cls" in state:
+        out["cls_token"] = state.pop("cls")
+    if "dist" in state:
+        out["dist_token"] = state.pop("dist")
+    if "Transformer/posembed_input/pos_embedding" in state:
+        out["pos_embed"] = state.pop("Transformer/posembed_input/pos_embedding")
+    for name, dst in (("scale", "weight"), ("bias", "bias")):
+        if f"Transformer/encoder_norm/{name}" in state:
+            out[f"norm.{dst}"] = state.pop(f"Transformer/encoder_norm/{name}")
+    blocks = sorted({int(m.group(1)) for k in state if (m := re.match(r"Transformer/encoderblock_(\d+)/", k))})
+    for i in blocks:
+        p = f"Transformer/encoderblock_{i}/"
+        new_style = f"{p}MultiHeadDotProductAttention_1/query/kernel" in state
+        mha, mlp, ln1, ln2 = (("MultiHeadDotProductAttention_1", "MlpBlock_3", "LayerNorm_0", "LayerNorm_2")
+                              if new_style else ("MultiHeadDotProductAttention_0", "MlpBlock_0", "LayerNorm_0",
+                                                 "LayerNorm_1"))
+        t = f"blocks.{i}."
+        for ln, dst in ((ln1, "norm1"), (ln2, "norm2")):
+            out[f"{t}{dst}.weight"] = state.pop(f"{p}{ln}/scale")
+            out[f"{t}{dst}.bias"] = state.pop(f"{p}{ln}/bias")
+        qkv = [state.pop(f"{p}{mha}/{n}/kernel") for n in ("query", "key", "value")]  # (D, heads, hd)
+        dim = qkv[0].shape[0]
+        out[f"{t}attn.qkv.weight"] = np.concatenate([torch_linear(w.reshape(dim, -1)) for w in qkv], axis=0)
+        out[f"{t}attn.qkv.bias"] = np.concatenate(
+            [state.pop(f"{p}{mha}/{n}/bias").reshape(-1) for n in ("query", "key", "value")])
+        out[f"{t}attn.proj.weight"] = torch_linear(state.pop(f"{p}{mha}/out/kernel").reshape(-1, dim))
+        out[f"{t}attn.proj.bias"] = state.pop(f"{p}{mha}/out/bias")
+        for j in (0, 1):
+            out[f"{t}mlp.fc{j + 1}.weight"] = torch_linear(state.pop(f"{p}{mlp}/Dense_{j}/kernel"))
+            out[f"{t}mlp.fc{j + 1}.bias"] = state.pop(f"{p}{mlp}/Dense_{j}/bias")
+    for k, v in state.items():  # heads etc.: timm-like names so they are skipped as heads
+        out[k.replace("/kernel", ".weight").replace("/bias", ".bias").replace("/", ".")] = v
+    return out
+
+
+def _is_jax(state):
+    return any("Transformer/" in k or k.startswith("embedding/") for k in state)
+
+
+def _read(source):
+    """read_state_dict plus Google ``.npz`` files; JAX layouts are converted to timm's."""
+    import os
+
+    if not isinstance(source, dict) and os.fspath(source).endswith(".npz"):
+        with np.load(os.fspath(source)) as data:
+            state = {k: data[k] for k in data.files}
+    else:
+        state = read_state_dict(source)
+    return (_jax_to_timm(state), True) if _is_jax(state) else (state, False)
+
+
+def _strip(key):
+    changed = True
+    while changed:
+        changed = False
+        for p in _PREFIXES:
+            if key.startswith(p):
+                key, changed = key[len(p):], True
+    return key
+
+
+def normalize_keys(state):
+    """Any accepted layout -> ``(timm-named state with fused qkv, layout, skipped)``.
+
+    Raises: ValueError when two keys collapse onto one name or a q/k/v triple is incomplete.
+    """
+    out, skipped, layout = {}, {}, "timm"
+    for key, value in state.items():
+        name = _strip(key)
+        reason = next((why for pat, why in _SKIP if pat.match(name)), None)
+        if reason:
+            skipped[key] = reason
+            continue
+        for pat, repl in _HF_RULES:
+            new = pat.sub(repl, name)
+            if new != name:
+                name, layout = new, "huggingface"
+                break
+        if name in out:
+            raise ValueError(f"checkpoint keys collide after renaming: {key!r} -> {name!r} appears twice")
+        out[name] = np.asarray(value)
+    for key in sorted(k for k in out if re.match(r"blocks\.\d+\.attn\.q\.", k)):
+        prefix, suffix = key.rsplit(".attn.q.", 1)
+        parts = [f"{prefix}.attn.{n}.{suffix}" for n in "qkv"]
+        if not all(p in out for p in parts):
+            raise ValueError(f"checkpoint has {key!r} but not all of {parts}")
+        out[f"{prefix}.attn.qkv.{suffix}"] = np.concatenate([out.pop(p) for p in parts], axis=0)
+    return out, layout, skipped
+
+
+def describe_checkpoint(state):
+    """Architecture read off a normalised state: embed_dim, depth, patch_size, grid, prefix tokens."""
+    proj = state.get("patch_embed.proj.weight")
+    depth = len({m.group(1) for k in state if (m := re.match(r"blocks\.(\d+)\.", k))})
+    pos = state.get("pos_embed")
+    prefix = 1 + ("dist_token" in state)
+    return {
+        "embed_dim": None if proj is None else int(proj.shape[0]),
+        "patch_size": None if proj is None else int(proj.shape[-1]),
+        "depth": depth,
+        "distilled": "dist_token" in state,
+        "num_positions": None if pos is None else int(pos.shape[1]),
+        "grid": None if pos is None else int(round((pos.shape[1] - prefix) ** 0.5)),
+    }
+
+
+def _dense(t, prefix, layer):
+    t[f"{prefix}.weight"] = Target(f"{prefix}.weight", layer.kernel, linear_kernel)
+    if layer.use_bias:
+        t[f"{prefix}.bias"] = Target(f"{prefix}.bias", layer.bias)
+
+
+def _norm(t, prefix, layer):
+    t[f"{prefix}.weight"] = Target(f"{prefix}.weight", layer.gamma)
+    t[f"{prefix}.bias"] = Target(f"{prefix}.bias", layer.beta)
+
+
+def encoder_targets(encoder):
+    """``{timm key: Target}`` for every variable of a kseg ``ViT``."""
+    t = {
+        "patch_embed.proj.weight": Target("patch_embed.proj.weight", encoder.patch_embed.proj.kernel, conv_kernel),
+        "patch_embed.proj.bias": Target("patch_embed.proj.bias", encoder.patch_embed.proj.bias),
+        "cls_token": Target("cls_token", encoder.cls_token, identity),
+        "pos_embed": Target("pos_embed", encoder.pos_embed, identity),
+    }
+    if encoder.distilled:
+        t["dist_token"] = Target("dist_token", encoder.dist_token, identity)
+    for i, blk in enumerate(encoder.blocks):
+        p = f"blocks.{i}"
+        _norm(t, f"{p}.norm1", blk.norm1)
+        _dense(t, f"{p}.attn.qkv", blk.attn.qkv)
+        _dense(t, f"{p}.attn.proj", blk.attn.proj)
+        _norm(t, f"{p}.norm2", blk.norm2)
+        _dense(t, f"{p}.mlp.fc1", blk.mlp.fc1)
+        _dense(t, f"{p}.mlp.fc2", blk.mlp.fc2)
+    if encoder.final_norm:
+        _norm(t, "norm", encoder.norm)
+    return t
+
+
+def load_vit(model, source, strict=True):
+    """Loads a timm / HF ViT or DeiT checkpoint into a kseg ``ViT``, in place.
+
+    Args:
+      model: a kseg ``ViT`` encoder, or a model whose ``encoder`` attribute is one (its
+        decode heads are left at initialisation: ImageNet checkpoints have none). Built
+        first if needed.
+      source: a folder / file / ``{key: array or tensor}`` mapping (see
+        ``kseg.convert.common.read_state_dict``), or a Google ``.npz`` file, in a layout
+        of the module docstring.
+      strict: raise on checkpoint keys that map to nothing or encoder keys it lacks.
+    Returns: :class:`LoadReport` (``info``: the checkpoint's architecture; a note when the
+      position embedding was resampled).
+    Raises: ValueError (a ``ShapeMismatchError``) naming key and shapes when the
+      checkpoint is another architecture (width, depth, patch size, distillation token);
+      with ``strict``, unexpected/missing keys. Nothing is assigned when it raises.
+    """
+    encoder = getattr(model, "encoder", model)
+    if not model.built:
+        model.build((None, None, None, 3))
+    state, is_jax = _read(source)
+    state, layout, skipped = normalize_keys(state)
+    if is_jax:
+        layout = "Google JAX (.npz)"
+    info = describe_checkpoint(state)
+    report = LoadReport(layout=f"{layout} ViT/DeiT keys", skipped=skipped, info=info)
+    model_desc = (f"embed_dim {encoder.embed_dim}, depth {encoder.depth}, patch {encoder.patch_size}, "
+                  f"distilled {encoder.distilled}")
+    ckpt_desc = (f"embed_dim {info['embed_dim']}, depth {info['depth']}, patch {info['patch_size']}, "
+                 f"distilled {info['distilled']}")
+
+    pos = state.get("pos_embed")
+    if pos is not None:
+        prefix = 1 + int(info["distilled"])
+        if prefix != encoder.num_prefix_tokens:
+            raise ShapeMismatchError(
+                f"checkpoint has {prefix} prefix tokens (distilled={info['distilled']}) but the model has "
+                f"{encoder.num_prefix_tokens}; checkpoint: {ckpt_desc}; model: {model_desc}. Use a "
+                f"{'deit_*' if info['distilled'] else 'vit_*'} backbone variant"
+            )
+        if pos.shape[-1] == encoder.embed_dim and pos.shape[1] != encoder.pos_embed.shape[1]:
+            g = encoder.grid_size
+            state["pos_embed"] = resample_pos_embed(pos, (g, g), num_prefix_tokens=prefix,
+                                                    method=encoder.pos_embed_interpolation)
+            report.notes.append(f"pos_embed resampled from a {info['grid']}x{info['grid']} grid to "
+                                f"{g}x{g} ({encoder.pos_embed_interpolation})")
+
+    targets = encoder_targets(encoder)
+    if not encoder.final_norm:
+        for key in [k for k in state if k.startswith("norm.")]:
+            state.pop(key)
+            report.skipped[key] = "final LayerNorm: the encoder is built without it (final_norm=False)"
+    report.unexpected = sorted(k for k in state if k not in targets)
+    report.missing = sorted(k for k in targets if k not in state)
+    pairs = check_shapes(
+        [targets[k] for k in targets if k in state], state,
+        hint=lambda *_: f"another architecture (checkpoint: {ckpt_desc}; model: {model_desc})",
+    )
+    if strict and (report.unexpected or report.missing):
+        raise ValueError(
+            f"checkpoint does not match the ViT encoder: {len(report.unexpected)} unexpected keys "
+            f"{report.unexpected[:4]}, {len(report.missing)} missing keys {report.missing[:4]}. "
+            f"Checkpoint: {ckpt_desc}; model: {model_desc}. Pass strict=False to load the matching keys."
+        )
+    assign_all(pairs)
+    report.loaded = [t.key for t, _ in pairs]
+    assigned = {id(t.variable) for t, _ in pairs}
+    report.untouched = [w.path for w in model.weights if id(w) not in assigned]
+    if encoder is not model:
+        report.notes.append("encoder loaded; decode heads left at initialisation")
+    return report
