@@ -9,6 +9,7 @@ from kseg.models.registry import (
     variant_spec,
 )
 from kseg.models.segmentor import Segmentor
+from kseg.models.mask_classification import MaskClassificationSegmentor
 from kseg.models.segformer import SegFormer
 from kseg.models.segmenter import Segmenter
 from kseg.models.setr import SETR
