@@ -194,12 +194,18 @@ NORMALIZATIONS = {
 }
 
 
-def vit_arch(name):
+def vit_arch(name, depth=None):
     """(ViT constructor kwargs, (mean, std)) of a :data:`VIT_VARIANTS` entry.
 
-    Raises: KeyError naming the known backbones.
+    ``depth`` replaces the variant's number of blocks (tiny test or ablation configs that
+    keep the variant's width, heads and patch size); None keeps it.
+    Raises: KeyError naming the known backbones; ValueError for depth < 1.
     """
     if name not in VIT_VARIANTS:
         raise KeyError(f"unknown ViT backbone {name!r}; known: {', '.join(sorted(VIT_VARIANTS))}")
     arch = dict(VIT_VARIANTS[name])
+    if depth is not None:
+        if int(depth) < 1:
+            raise ValueError(f"depth must be >= 1, got {depth!r}")
+        arch["depth"] = int(depth)
     return arch, NORMALIZATIONS[arch.pop("normalization")]

@@ -20,16 +20,23 @@ class SegFormer(Segmentor):
       num_classes: K. backbone: a ``MIT_VARIANTS`` key. decoder_dim: C of the All-MLP
       decoder (256 for B0/B1, 768 for B2-B5, paper Sec. 4.1). drop_path_rate: 0.1 as in
       the authors' configs. dropout: 0.1 before the classifier (authors' code).
+      depths: blocks per stage replacing the variant's (e.g. ``(1, 1, 1, 1)`` for tiny test
+        configs that keep every width of the variant); None keeps Table 6's.
     """
 
     head_path_pattern = "segformer/decode_head/.*"
 
     def __init__(self, num_classes, backbone="mit_b0", decoder_dim=256, drop_path_rate=0.1,
-                 dropout=0.1, variant=None, name="segformer", **kwargs):
+                 dropout=0.1, depths=None, variant=None, name="segformer", **kwargs):
         super().__init__(name=name, **kwargs)
         self.num_classes, self.backbone_name, self.decoder_dim = num_classes, backbone, decoder_dim
         self.drop_path_rate, self.dropout, self.variant = drop_path_rate, dropout, variant
-        arch = MIT_VARIANTS[backbone]
+        arch = dict(MIT_VARIANTS[backbone])
+        if depths is not None:
+            if len(depths) != 4:
+                raise ValueError(f"depths must give 4 stages, got {depths!r}")
+            arch["depths"] = tuple(int(d) for d in depths)
+        self.depths = arch["depths"]
         self.encoder = MiT(**arch, drop_path_rate=drop_path_rate, name="encoder")
         self.decode_head = SegFormerHead(
             num_classes, decoder_dim, dropout, in_channels=arch["hidden_sizes"], name="decode_head"
@@ -50,6 +57,7 @@ class SegFormer(Segmentor):
             "decoder_dim": self.decoder_dim,
             "drop_path_rate": self.drop_path_rate,
             "dropout": self.dropout,
+            "depths": list(self.depths),
             "variant": self.variant,
             "name": self.name,
         }

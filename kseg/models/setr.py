@@ -45,6 +45,8 @@ class SETR(DeepSupervisedSegmentor):
         (reference; consistent with the head costs implied by SegViT Table 1, setr.md §1.4).
       drop_path_rate: 0.0, dropout: 0.1 (reference configs: timm drop_rate 0.1, no drop path).
       pos_embed_interpolation: "bicubic" (default) or "bilinear".
+      depth: encoder blocks replacing the variant's (tiny test configs; auxiliary and MLA
+        taps are derived from it); None keeps it.
     The main Naive/PUP head reads the raw output of the last block (no final encoder norm:
     each head has its own LayerNorm, as in the reference).
     """
@@ -53,12 +55,13 @@ class SETR(DeepSupervisedSegmentor):
 
     def __init__(self, num_classes, backbone="vit_l16", decoder="pup", aux_heads=True, aux_loss_weight=0.4,
                  aux_layers=None, mla_layers=None, channels=256, mla_channels=256, mla_head_channels=128,
-                 drop_path_rate=0.0, dropout=0.1, pos_embed_interpolation="bicubic", variant=None, name="setr",
+                 drop_path_rate=0.0, dropout=0.1, pos_embed_interpolation="bicubic", depth=None, variant=None,
+                 name="setr",
                  **kwargs):
         super().__init__(name=name, **kwargs)
         if decoder not in DECODERS:
             raise ValueError(f"decoder must be one of {DECODERS}, got {decoder!r}")
-        arch, (self.mean, self.std) = vit_arch(backbone)
+        arch, (self.mean, self.std) = vit_arch(backbone, depth)
         depth, dim = arch["depth"], arch["embed_dim"]
         self.num_classes, self.backbone_name, self.decoder = num_classes, backbone, decoder
         self.aux_heads, self.aux_loss_weight = aux_heads, aux_loss_weight
@@ -118,13 +121,15 @@ class SETR(DeepSupervisedSegmentor):
             "aux_layers": list(self.aux_layers), "mla_layers": list(self.mla_layers), "channels": self.channels,
             "mla_channels": self.mla_channels, "mla_head_channels": self.mla_head_channels,
             "drop_path_rate": self.drop_path_rate, "dropout": self.dropout,
-            "pos_embed_interpolation": self.pos_embed_interpolation, "variant": self.variant, "name": self.name,
+            "pos_embed_interpolation": self.pos_embed_interpolation,
+            "depth": self.encoder.depth, "variant": self.variant, "name": self.name,
         }
 
 
 # Variants (SETR Table 2 / Table 1d: T-Small = ViT-B dims, T-Large = ViT-L dims, patch 16),
-# plus a ViT-Tiny PUP for CPU recipes (not in the paper).
+# plus a ViT-Tiny PUP for CPU recipes (not in the paper) whose decoder convs are 64 wide:
+# at 256 the PUP convs at stride 4 and 2 cost ~6x the ViT-Tiny encoder.
 for _dec in DECODERS:
     for _bb in ("vit_b16", "vit_l16"):
         register_variant(f"setr_{_dec}_{_bb}", SETR, backbone=_bb, decoder=_dec)
-register_variant("setr_pup_vit_t16", SETR, backbone="vit_t16", decoder="pup")
+register_variant("setr_pup_vit_t16", SETR, backbone="vit_t16", decoder="pup", channels=64)

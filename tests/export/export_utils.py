@@ -22,35 +22,26 @@ def run_cli(*args, env_extra=None, timeout=600):
                           text=True, timeout=timeout)
 
 
-def size_rank(variant):
-    """Rough model-size rank from a variant id: MiT-B<n> -> n; ViT/DeiT/Swin t, s, b, l, h ->
-    0..4 (larger patches first within a size); unknown -> 99."""
-    m = re.search(r"_mit_b(\d)", variant)
-    if m:
-        return (int(m.group(1)), 0)
-    m = re.search(r"_(?:vit|deit|swin)_([tsblh])(\d*)", variant)
-    if m:
-        return ("tsblh".index(m.group(1)), -int(m.group(2) or 0))
-    return (99, 0)
+# Tiny configs: each family's variants with fewer encoder blocks, every width, head count
+# and patch size of the variant kept, so a test over the whole registry takes seconds per
+# variant. A family missing here fails the registry tests until it gets an entry.
+TINY_OVERRIDES = {
+    "SegFormer": {"depths": (1, 1, 1, 1)},
+    "Segmenter": {"depth": 1},
+    "SETR": {"depth": 4},  # 4 blocks: MLA taps 1..4 and the aux taps stay distinct
+}
 
 
-def smallest_of_each_family(variants):
-    """The cheapest-looking variant of every family (``{family}_...``)."""
-    best = {}
-    for v in variants:
-        family = v.split("_")[0]
-        if family not in best or (size_rank(v), v) < (size_rank(best[family]), best[family]):
-            best[family] = v
-    return set(best.values())
+def build_tiny(variant, num_classes=3):
+    """``kseg.build_model(variant)`` with the family's tiny overrides."""
+    import kseg
+    from kseg.models import variant_spec
 
-
-def is_large(variant):
-    """MiT-B3..B5, ViT/DeiT/Swin-L/H (and unknown names): minutes to export on 2 cores."""
-    return size_rank(variant)[0] >= 3
-
-
-# Tests of big variants run with KSEG_TEST_BIG_VARIANTS=1 (minutes each on 2 cores).
-BIG = os.environ.get("KSEG_TEST_BIG_VARIANTS") == "1"
+    family = variant_spec(variant)[0].__name__
+    if family not in TINY_OVERRIDES:
+        raise KeyError(f"no tiny config for {family} ({variant}): add one to TINY_OVERRIDES "
+                       "in tests/export/export_utils.py")
+    return kseg.build_model(variant, num_classes=num_classes, **TINY_OVERRIDES[family])
 
 
 def assert_same_labels(labels, ref_logits, tol=1e-4):

@@ -9,7 +9,7 @@ import kseg
 from kseg.export import (TFLiteExportModule, TFLiteRunner, UnsupportedOpError, convert, op_summary,
                          verify_tflite)
 from kseg.models import Segmentor
-from tests.export.export_utils import BIG, smallest_of_each_family
+from tests.export.export_utils import build_tiny
 
 SIZE = (64, 96)  # non-square on purpose
 
@@ -111,22 +111,16 @@ def test_bad_arguments(b0_camvid):
         TFLiteRunner("/nonexistent/model.tflite")
 
 
-SEGFORMER = kseg.models.list_variants("segformer")
-OTHER_FAMILIES = sorted(smallest_of_each_family(kseg.models.list_variants()) - set(SEGFORMER))
-BIG_ONLY = pytest.mark.skipif(not BIG, reason="set KSEG_TEST_BIG_VARIANTS=1 (20-80 s each)")
+# Every SegFormer variant (tiny config: one block per stage, the variant's widths, heads and
+# reduction ratios); the other families' CPU variants show which of them convert.
+TFLITE_VARIANTS = kseg.models.list_variants("segformer") + ["segmenter_vit_t16_mask", "setr_pup_vit_t16"]
 
 
-# B0 converts in test_fp32_is_builtins_only_and_matches_keras; B1 here (~10 s); B2..B5
-# take 20-80 s each on 2 cores (freezing and converting 100-340 MB of weights):
-# KSEG_TEST_BIG_VARIANTS=1.
 @pytest.mark.slow
-@pytest.mark.parametrize("variant", [
-    pytest.param(v, marks=() if v == "segformer_mit_b1" else BIG_ONLY)
-    for v in SEGFORMER if v != "segformer_mit_b0"] + OTHER_FAMILIES)
+@pytest.mark.parametrize("variant", TFLITE_VARIANTS)
 def test_variant_converts_to_builtins(variant):
-    """Every SegFormer variant (and the smallest of each other family) converts with
-    builtin ops only and matches Keras at 64x64."""
-    model = kseg.build_model(variant, num_classes=4)
+    """Converts with builtin ops only and matches Keras at 64x64."""
+    model = build_tiny(variant, num_classes=4)
     content = convert(model, (64, 64), "none")
     ops = op_summary(content)["ops"]
     assert "GELU" in ops and not any(o.startswith("FLEX") or o == "CUSTOM" for o in ops)
