@@ -2,3 +2,5 @@
 
 from kseg.backbones.mit import MIT_VARIANTS, MiT, MiTBlock
 from kseg.backbones.vit import VIT_VARIANTS, ViT, ViTPatchEmbed
+from kseg.backbones.resnet import RESNET_VARIANTS, ResNet
+from kseg.backbones.swin import SWIN_VARIANTS, SwinTransformer

@@ -1,0 +1,232 @@
+"""ResNet checkpoints -> kseg :class:`~kseg.backbones.resnet.ResNet` (renames + transposes).
+
+The canonical layout is detectron2's (what MaskFormer trains and ships):
+``stem.conv{1,2,3}.weight``, ``stem.conv1.norm.{weight,bias,running_mean,running_var}``,
+``res{2..5}.{j}.{conv1,conv2,conv3,shortcut}.weight`` and ``...norm.*``. Also accepted
+and renamed into it:
+
+- **torchvision** ``resnet50/101`` state dicts: ``conv1``, ``bn1``, ``layer{k}.{j}.conv{n}``,
+  ``layer{k}.{j}.bn{n}``, ``layer{k}.{j}.downsample.{0,1}`` (``layer k`` = ``res{k+1}``);
+- **transformers** ``ResNetModel`` / ``ResNetBackbone`` / ``ResNetForImageClassification``:
+  ``embedder.embedder.{convolution,normalization}``, ``encoder.stages.{i}.layers.{j}.
+  {shortcut, layer.{0,1,2}}.{convolution,normalization}`` (stage i = ``res{i+2}``); in a HF
+  MaskFormer checkpoint under ``model.pixel_level_module.encoder.`` (pass ``prefix=``);
+- **detectron2 ``.pkl``** files (``{"model": {name: ndarray}}``, e.g. MaskFormer's
+  ``R-50.pkl`` / DeepLab ``R-103.pkl``), read with a numpy-only unpickler.
+
+Prefixes ``backbone.``, ``resnet.``, ``module.`` are stripped. Skipped with a reason: the
+ImageNet classifier (``fc``, ``classifier``), ``num_batches_tracked`` counters, and the
+``stem.fc`` of some detectron2 files. BN maps weight/bias/running_mean/running_var to
+gamma/beta/moving_mean/moving_variance; conv (out, in, kh, kw) -> (kh, kw, in, out).
+"""
+
+import io
+import os
+import pickle
+import re
+
+import numpy as np
+
+from kseg.convert.common import (
+    LoadReport,
+    ShapeMismatchError,
+    Target,
+    assign_all,
+    check_shapes,
+    conv_kernel,
+    read_state_dict,
+)
+from kseg.convert.swin import HF_MASKFORMER_PREFIX, auto_prefix
+_BN = {"weight": "gamma", "bias": "beta", "running_mean": "moving_mean", "running_var": "moving_variance"}
+_PREFIXES = ("module.", "backbone.", "resnet.", "model.")
+
+
+def _torchvision(m):
+    stage, block, kind, idx, rest = m.group(1), m.group(2), m.group(3), m.group(4), m.group(5)
+    base = f"res{int(stage) + 1}.{block}"
+    if kind == "conv":
+        return f"{base}.conv{idx}.{rest}"
+    if kind == "bn":
+        return f"{base}.conv{idx}.norm.{rest}"
+    return f"{base}.shortcut.{rest}" if idx == "0" else f"{base}.shortcut.norm.{rest}"
+
+
+def _hf(m):
+    stage, block, part, layer_idx, kind, rest = m.groups()
+    base = f"res{int(stage) + 2}.{block}." + ("shortcut" if part == "shortcut" else f"conv{int(layer_idx) + 1}")
+    return f"{base}.{rest}" if kind == "convolution" else f"{base}.norm.{rest}"
+
+
+_RULES = (
+    (re.compile(r"^conv1\.(weight)$"), lambda m: f"stem.conv1.{m.group(1)}"),
+    (re.compile(r"^bn1\.(\w+)$"), lambda m: f"stem.conv1.norm.{m.group(1)}"),
+    (re.compile(r"^layer(\d)\.(\d+)\.(conv|bn|downsample\.?)(\d)\.(\w+)$"), _torchvision),
+    (re.compile(r"^embedder\.embedder\.convolution\.(\w+)$"), lambda m: f"stem.conv1.{m.group(1)}"),
+    (re.compile(r"^embedder\.embedder\.normalization\.(\w+)$"), lambda m: f"stem.conv1.norm.{m.group(1)}"),
+    (re.compile(r"^encoder\.stages\.(\d+)\.layers\.(\d+)\.(shortcut|layer\.(\d+))\.(convolution|normalization)"
+                r"\.(\w+)$"), _hf),
+)
+_SKIP = tuple((re.compile(p), why) for p, why in (
+    (r"num_batches_tracked$", "BatchNorm step counter"),
+    (r"^(fc|classifier|linear|stem\.fc)\.", "ImageNet classification head"),
+))
+
+
+def _read(source):
+    """read_state_dict plus detectron2 ``.pkl`` files (numpy arrays only, nothing executed)."""
+    if isinstance(source, (str, os.PathLike)) and os.fspath(source).endswith(".pkl"):
+        return read_d2_pickle(source)
+    return read_state_dict(source)
+
+
+class _NumpyUnpickler(pickle.Unpickler):
+    _ALLOWED = {("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "_reconstruct"),
+                ("numpy._core.multiarray", "_reconstruct"), ("numpy.core.multiarray", "scalar"),
+                ("numpy._core.multiarray", "scalar"), ("collections", "OrderedDict")}
+
+    def find_class(self, module, name):
+        if (module, name) in self._ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to unpickle {module}.{name}: detectron2 .pkl files hold numpy only")
+
+
+def read_d2_pickle(path):
+    """``{key: np.ndarray}`` from a detectron2 ``.pkl`` (``{"model": {...}}`` or a flat dict).
+
+    Raises: pickle.UnpicklingError when the file holds anything but numpy arrays / dicts.
+    """
+    with open(path, "rb") as f:
+        obj = _NumpyUnpickler(io.BytesIO(f.read()), encoding="latin1").load()
+    if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
+        obj = obj["model"]
+    return {k: np.asarray(v) for k, v in obj.items() if hasattr(v, "shape")}
+
+
+def _strip(key):
+    changed = True
+    while changed:
+        changed = False
+        for p in _PREFIXES:
+            if key.startswith(p):
+                key, changed = key[len(p):], True
+    return key
+
+
+def normalize_keys(state):
+    """Any accepted layout -> ``(detectron2-layout state, layout name, skipped)``.
+
+    Raises: ValueError when two keys collapse onto one name.
+    """
+    out, skipped, layout = {}, {}, "detectron2"
+    for key, value in state.items():
+        name = _strip(key)
+        reason = next((why for pat, why in _SKIP if pat.search(name)), None)
+        if reason:
+            skipped[key] = reason
+            continue
+        for i, (pat, repl) in enumerate(_RULES):
+            m = pat.match(name)
+            if m:
+                name, layout = repl(m), ("torchvision" if i < 3 else "transformers")
+                break
+        if name in out:
+            raise ValueError(f"checkpoint keys collide after renaming: {key!r} -> {name!r} appears twice")
+        out[name] = np.asarray(value)
+    return out, layout, skipped
+
+
+def _conv(t, key, layer):
+    t[f"{key}.weight"] = Target(f"{key}.weight", layer.kernel, conv_kernel)
+    if layer.bias is not None:
+        t[f"{key}.bias"] = Target(f"{key}.bias", layer.bias)
+    if layer.norm is not None:
+        names = _BN if hasattr(layer.norm, "moving_mean") else {"weight": "gamma", "bias": "beta"}
+        for src, dst in names.items():
+            t[f"{key}.norm.{src}"] = Target(f"{key}.norm.{src}", getattr(layer.norm, dst))
+
+
+def backbone_targets(backbone):
+    """``{detectron2 key: Target}`` for every variable of a built kseg ``ResNet``."""
+    t = {}
+    for n, conv in enumerate(backbone.stem.convs, start=1):
+        _conv(t, f"stem.conv{n}", conv)
+    for i, blocks in enumerate(backbone.stages):
+        for j, blk in enumerate(blocks):
+            p = f"res{i + 2}.{j}"
+            for name in ("conv1", "conv2", "conv3"):
+                _conv(t, f"{p}.{name}", getattr(blk, name))
+            if blk.shortcut is not None:
+                _conv(t, f"{p}.shortcut", blk.shortcut)
+    return t
+
+
+def export_state(backbone):
+    """The backbone as a detectron2-layout ``{key: np.ndarray}`` (inverse of :func:`load_resnet`)."""
+    out = {}
+    for key, target in backbone_targets(backbone).items():
+        value = np.asarray(target.variable.numpy())
+        out[key] = np.transpose(value, (3, 2, 0, 1)) if target.transform is conv_kernel else value
+    return out
+
+
+def describe_checkpoint(state):
+    """depths, stem type, stem channels, bottleneck width read off a detectron2-layout state."""
+    depths = [len({m.group(1) for k in state if (m := re.match(rf"res{s}\.(\d+)\.", k))}) for s in (2, 3, 4, 5)]
+    deep = "stem.conv3.weight" in state
+    stem = state.get("stem.conv3.weight" if deep else "stem.conv1.weight")
+    conv = state.get("res2.0.conv1.weight")
+    return {"depths": depths, "stem_type": "deeplab" if deep else "basic",
+            "stem_channels": None if stem is None else int(stem.shape[0]),
+            "width_per_group": None if conv is None else int(conv.shape[0])}
+
+
+def load_resnet(backbone, source, prefix=None, strict=True):
+    """Loads a ResNet checkpoint (detectron2 / torchvision / transformers) into a kseg ``ResNet``.
+
+    Args:
+      backbone: a kseg ``ResNet`` (built here if needed) or a model with a ``backbone`` one.
+      source: folder / file (incl. detectron2 ``.pkl``) / ``{key: array or tensor}``.
+      prefix: load only keys under this prefix (e.g. :data:`HF_MASKFORMER_PREFIX`,
+        ``"backbone."``); other keys are ignored. ``None`` (default) detects whole HF /
+        official MaskFormer checkpoints (``kseg.convert.swin.auto_prefix``); ``""`` takes all.
+      strict: raise on unexpected or missing keys.
+    Returns: :class:`~kseg.convert.common.LoadReport` (``info``: checkpoint architecture).
+    Raises: ShapeMismatchError (ValueError) naming key and shapes for another depth, stem
+      or width; ValueError for unexpected/missing keys when strict. Nothing is assigned then.
+    """
+    backbone = getattr(backbone, "backbone", backbone)
+    if not backbone.built:
+        backbone.build((None, None, None, 3))
+    state = _read(source)
+    if prefix is None:
+        prefix = auto_prefix(state)
+    if prefix:
+        picked = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        if not picked:
+            raise ValueError(f"no checkpoint key starts with {prefix!r} (first keys: {list(state)[:4]})")
+        state = picked
+    state, layout, skipped = normalize_keys(state)
+    info = describe_checkpoint(state)
+    report = LoadReport(layout=f"{layout} ResNet keys", skipped=skipped, info=info)
+    if prefix:
+        report.notes.append(f"loaded the keys under {prefix!r}; other keys ignored")
+    targets = backbone_targets(backbone)
+    report.unexpected = sorted(k for k in state if k not in targets)
+    report.missing = sorted(k for k in targets if k not in state)
+    model_desc = (f"depths {backbone.depths}, stem {backbone.stem_type}/{backbone.stem_channels}, "
+                  f"width {backbone.width_per_group}")
+    ckpt_desc = (f"depths {info['depths']}, stem {info['stem_type']}/{info['stem_channels']}, "
+                 f"width {info['width_per_group']}")
+    pairs = check_shapes([targets[k] for k in targets if k in state], state,
+                         hint=lambda *_: f"another ResNet variant (checkpoint: {ckpt_desc}; model: {model_desc})")
+    if strict and (report.unexpected or report.missing):
+        raise ValueError(
+            f"checkpoint does not match the ResNet backbone: {len(report.unexpected)} unexpected keys "
+            f"{report.unexpected[:4]}, {len(report.missing)} missing keys {report.missing[:4]}. Checkpoint: "
+            f"{ckpt_desc}; model: {model_desc}. Pass strict=False to load the matching keys."
+        )
+    if not pairs:
+        raise ShapeMismatchError(f"no checkpoint key matches the ResNet backbone (checkpoint: {ckpt_desc})")
+    assign_all(pairs)
+    report.loaded = [t.key for t, _ in pairs]
+    return report

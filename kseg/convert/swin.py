@@ -1,0 +1,290 @@
+"""Swin checkpoints -> kseg :class:`~kseg.backbones.swin.SwinTransformer` (renames + transposes).
+
+Accepted layouts (a prefix such as ``backbone.``, ``swin.``, ``module.`` is stripped; or
+pass ``prefix=`` to load only the keys under it, e.g. a whole MaskFormer checkpoint):
+
+- **official** (microsoft/Swin-Transformer classification release, MaskFormer's
+  ``D2SwinTransformer``): ``patch_embed.{proj,norm}``, ``layers.{i}.blocks.{j}.{norm1,
+  attn.qkv, attn.proj, attn.relative_position_bias_table, norm2, mlp.fc1, mlp.fc2}``,
+  ``layers.{i}.downsample.{norm,reduction}``, ``norm{i}`` (D2 stage norms). This is the
+  canonical layout; the others are renamed into it.
+- **transformers, Hub layout** (``SwinModel`` checkpoints, ``MaskFormerSwinModel`` /
+  ``MaskFormerSwinBackbone``): ``embeddings.patch_embeddings.projection``,
+  ``embeddings.norm``, ``encoder.layers.{i}.blocks.{j}.{layernorm_before,
+  attention.self.{query,key,value,relative_position_bias_table}, attention.output.dense,
+  layernorm_after, intermediate.dense, output.dense}``, ``encoder.layers.{i}.downsample``,
+  and the backbone's ``hidden_states_norms.{i}`` -> ``norm{i}``. In a full HF MaskFormer
+  checkpoint the backbone lives under ``model.pixel_level_module.encoder.``
+  (:data:`HF_MASKFORMER_PREFIX`; :func:`hf_maskformer_backbone_state` extracts it).
+- **detectron2 ``.pkl``** (MaskFormer's ``convert-pretrained-swin-model-to-d2.py`` output),
+  official names, read with a numpy-only unpickler.
+- **transformers 5.x in-memory layout** (``SwinModel().state_dict()``):
+  ``attention.{q,k,v,o}_proj``, ``attention.relative_position_bias.relative_position_bias_table``,
+  ``mlp.fc1/fc2``.
+
+q/k/v are fused into ``qkv`` (rows q, k, v as in the official Linear). Buffers
+(``relative_position_index``, ``attn_mask``) and classification parts (final ``norm`` /
+``layernorm``, ``head``, ``classifier``, ``pooler``) are skipped with a reason: the
+MaskFormer backbone has per-stage norms instead of the final one, and ImageNet weights
+have none, so ``norm0..3`` stay at their initialisation (reported as missing, allowed).
+
+A window-size mismatch (e.g. 224/window-7 weights into a window-12 model) is a shape
+error naming ``relative_position_bias_table``; resampling bias tables is not done.
+"""
+
+import os
+import re
+
+import numpy as np
+
+from kseg.convert.common import (
+    LoadReport,
+    ShapeMismatchError,
+    Target,
+    assign_all,
+    check_shapes,
+    conv_kernel,
+    linear_kernel,
+    read_state_dict,
+)
+
+HF_MASKFORMER_PREFIX = "model.pixel_level_module.encoder."
+
+_B = r"^(?:encoder\.)?layers\.(\d+)\.blocks\.(\d+)\."
+_RULES = tuple((re.compile(p), r) for p, r in (
+    (r"^embeddings\.patch_embeddings\.projection\.", "patch_embed.proj."),
+    (r"^embeddings\.norm\.", "patch_embed.norm."),
+    (_B + r"layernorm_before\.", r"layers.\1.blocks.\2.norm1."),
+    (_B + r"layernorm_after\.", r"layers.\1.blocks.\2.norm2."),
+    (_B + r"attention\.self\.(query|key|value)\.", r"layers.\1.blocks.\2.attn.\3."),
+    (_B + r"attention\.(q|k|v)_proj\.", r"layers.\1.blocks.\2.attn.\3."),
+    (_B + r"attention\.self\.relative_position_bias_table$", r"layers.\1.blocks.\2.attn.relative_position_bias_table"),
+    (_B + r"attention\.relative_position_bias\.relative_position_bias_table$",
+     r"layers.\1.blocks.\2.attn.relative_position_bias_table"),
+    (_B + r"attention\.output\.dense\.", r"layers.\1.blocks.\2.attn.proj."),
+    (_B + r"attention\.o_proj\.", r"layers.\1.blocks.\2.attn.proj."),
+    (_B + r"intermediate\.dense\.", r"layers.\1.blocks.\2.mlp.fc1."),
+    (_B + r"output\.dense\.", r"layers.\1.blocks.\2.mlp.fc2."),
+    (_B + r"mlp\.(fc[12])\.", r"layers.\1.blocks.\2.mlp.\3."),
+    (r"^encoder\.layers\.(\d+)\.downsample\.", r"layers.\1.downsample."),
+    (r"^hidden_states_norms\.(\d+)\.", r"norm\1."),
+))
+_SKIP = tuple((re.compile(p), why) for p, why in (
+    (r"(relative_position_index|attn_mask)$", "buffer (recomputed in-graph)"),
+    (r"^(head|classifier|pooler)\.", "ImageNet classification head"),
+    (r"^(norm|layernorm)\.", "final LayerNorm of the classifier (MaskFormer uses per-stage norm0..3)"),
+))
+_PREFIXES = ("module.", "backbone.", "swin.", "model.")
+_QKV = re.compile(r"^(layers\.\d+\.blocks\.\d+\.attn)\.(query|q)\.(weight|bias)$")
+
+
+def _strip(key):
+    changed = True
+    while changed:
+        changed = False
+        for p in _PREFIXES:
+            if key.startswith(p):
+                key, changed = key[len(p):], True
+    return key
+
+
+def _read(source):
+    """read_state_dict plus detectron2 ``.pkl`` files (MaskFormer's converted Swin weights)."""
+    if isinstance(source, (str, os.PathLike)) and os.fspath(source).endswith(".pkl"):
+        from kseg.convert.resnet import read_d2_pickle  # numpy-only unpickler
+
+        return read_d2_pickle(source)
+    return read_state_dict(source)
+
+
+def hf_maskformer_backbone_state(state, prefix=HF_MASKFORMER_PREFIX):
+    """The Swin backbone part of a HF ``MaskFormerModel`` / ``MaskFormerForInstanceSegmentation``
+    state dict, in the official layout: ``{official key: np.ndarray}``.
+
+    Args: state: any mapping accepted by ``read_state_dict`` (or a path); prefix: where the
+      backbone sits (``model.pixel_level_module.encoder.``).
+    Raises: ValueError when no key starts with ``prefix``.
+    """
+    out, _, _ = normalize_keys(_select(_read(state), prefix))
+    return out
+
+
+def auto_prefix(state):
+    """The backbone prefix of a whole segmentation checkpoint, or ``""``.
+
+    HF MaskFormer: :data:`HF_MASKFORMER_PREFIX`; official MaskFormer / detectron2
+    (``backbone.*`` beside ``sem_seg_head.*``): ``"backbone."``.
+    """
+    if any(k.startswith(HF_MASKFORMER_PREFIX) for k in state):
+        return HF_MASKFORMER_PREFIX
+    if any(k.startswith("sem_seg_head.") for k in state) and any(k.startswith("backbone.") for k in state):
+        return "backbone."
+    return ""
+
+
+def _select(state, prefix):
+    if prefix is None:
+        prefix = auto_prefix(state)
+    if not prefix:
+        return state
+    picked = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    if not picked:
+        raise ValueError(f"no checkpoint key starts with {prefix!r} (first keys: {list(state)[:4]})")
+    return picked
+
+
+def normalize_keys(state):
+    """Any accepted layout -> ``(official-layout state with fused qkv, layout name, skipped)``.
+
+    Raises: ValueError when two keys collapse onto one name or a q/k/v triple is incomplete.
+    """
+    out, skipped, layout = {}, {}, "official Swin"
+    for key, value in state.items():
+        name = _strip(key)
+        reason = next((why for pat, why in _SKIP if pat.search(name)), None)
+        if reason:
+            skipped[key] = reason
+            continue
+        for pat, repl in _RULES:
+            new = pat.sub(repl, name)
+            if new != name:
+                name, layout = new, "transformers Swin"
+                break
+        if name in out:
+            raise ValueError(f"checkpoint keys collide after renaming: {key!r} -> {name!r} appears twice")
+        out[name] = np.asarray(value)
+    for key in sorted(k for k in out if _QKV.match(k)):
+        base, q, suffix = _QKV.match(key).groups()
+        names = ("query", "key", "value") if q == "query" else ("q", "k", "v")
+        parts = [f"{base}.{n}.{suffix}" for n in names]
+        if not all(p in out for p in parts):
+            raise ValueError(f"checkpoint has {key!r} but not all of {parts}")
+        out[f"{base}.qkv.{suffix}"] = np.concatenate([out.pop(p) for p in parts], axis=0)
+    return out, layout, skipped
+
+
+def _dense(t, key, layer):
+    t[f"{key}.weight"] = Target(f"{key}.weight", layer.kernel, linear_kernel)
+    if layer.use_bias:
+        t[f"{key}.bias"] = Target(f"{key}.bias", layer.bias)
+
+
+def _norm(t, key, layer):
+    t[f"{key}.weight"] = Target(f"{key}.weight", layer.gamma)
+    t[f"{key}.bias"] = Target(f"{key}.bias", layer.beta)
+
+
+def backbone_targets(backbone):
+    """``{official key: Target}`` for every variable of a built kseg ``SwinTransformer``."""
+    t = {
+        "patch_embed.proj.weight": Target("patch_embed.proj.weight", backbone.patch_embed.proj.kernel, conv_kernel),
+        "patch_embed.proj.bias": Target("patch_embed.proj.bias", backbone.patch_embed.proj.bias),
+    }
+    _norm(t, "patch_embed.norm", backbone.patch_embed.norm)
+    for i, stage in enumerate(backbone.layers):
+        for j, blk in enumerate(stage.blocks):
+            p = f"layers.{i}.blocks.{j}"
+            _norm(t, f"{p}.norm1", blk.norm1)
+            _dense(t, f"{p}.attn.qkv", blk.attn.qkv)
+            _dense(t, f"{p}.attn.proj", blk.attn.proj)
+            key = f"{p}.attn.relative_position_bias_table"
+            t[key] = Target(key, blk.attn.relative_position_bias_table)
+            _norm(t, f"{p}.norm2", blk.norm2)
+            _dense(t, f"{p}.mlp.fc1", blk.mlp.fc1)
+            _dense(t, f"{p}.mlp.fc2", blk.mlp.fc2)
+        if stage.downsample is not None:
+            _norm(t, f"layers.{i}.downsample.norm", stage.downsample.norm)
+            _dense(t, f"layers.{i}.downsample.reduction", stage.downsample.reduction)
+    for i in backbone.norm_indices:
+        _norm(t, f"norm{i}", getattr(backbone, f"norm{i}"))
+    return t
+
+
+def export_state(backbone):
+    """The backbone's weights as an official-layout ``{key: np.ndarray}`` (PyTorch shapes).
+
+    The inverse of :func:`load_swin`: loading the result into a fresh backbone of the same
+    variant reproduces it exactly (used by the round-trip tests and to hand weights back
+    to PyTorch).
+    """
+    out = {}
+    for key, target in backbone_targets(backbone).items():
+        value = np.asarray(target.variable.numpy())
+        if target.transform is linear_kernel:
+            value = value.T
+        elif target.transform is conv_kernel:
+            value = np.transpose(value, (3, 2, 0, 1))
+        out[key] = value
+    return out
+
+
+def describe_checkpoint(state):
+    """embed_dim, depths, heads, window size read off an official-layout state."""
+    depths = {}
+    for k in state:
+        m = re.match(r"layers\.(\d+)\.blocks\.(\d+)\.", k)
+        if m:
+            depths[int(m.group(1))] = max(depths.get(int(m.group(1)), 0), int(m.group(2)) + 1)
+    heads, window = [], None
+    for i in sorted(depths):
+        table = state.get(f"layers.{i}.blocks.0.attn.relative_position_bias_table")
+        if table is not None:
+            heads.append(int(table.shape[1]))
+            window = int(round((table.shape[0] ** 0.5 + 1) / 2))
+    proj = state.get("patch_embed.proj.weight")
+    return {"embed_dim": None if proj is None else int(proj.shape[0]),
+            "depths": [depths[i] for i in sorted(depths)], "num_heads": heads, "window_size": window}
+
+
+def load_swin(backbone, source, prefix=None, strict=True):
+    """Loads a Swin checkpoint (any layout of the module docstring) into a kseg backbone, in place.
+
+    Args:
+      backbone: a kseg ``SwinTransformer`` (built here if needed), or a model whose
+        ``backbone`` attribute is one.
+      source: folder / file / ``{key: array or tensor}`` (``kseg.convert.common.read_state_dict``).
+      prefix: load only keys under this prefix (stripped first), e.g.
+        :data:`HF_MASKFORMER_PREFIX` for a HF MaskFormer checkpoint or ``"backbone."`` for
+        an official MaskFormer one; other keys are ignored, not reported. ``None``
+        (default) detects those two cases (:func:`auto_prefix`); ``""`` takes every key.
+      strict: raise on unexpected keys, or on missing keys other than the stage norms
+        ``norm0..3`` (absent from ImageNet checkpoints by design).
+    Returns: :class:`~kseg.convert.common.LoadReport` (``info``: the checkpoint architecture).
+    Raises: ShapeMismatchError (a ValueError) naming the key and shapes for another variant
+      (width, heads, window size); ValueError for unexpected/missing keys when strict, or an
+      empty prefix selection. Nothing is assigned when it raises.
+    """
+    backbone = getattr(backbone, "backbone", backbone)
+    if not backbone.built:
+        backbone.build((None, None, None, 3))
+    raw = _read(source)
+    if prefix is None:
+        prefix = auto_prefix(raw)
+    state, layout, skipped = normalize_keys(_select(raw, prefix))
+    info = describe_checkpoint(state)
+    report = LoadReport(layout=f"{layout} keys", skipped=skipped, info=info)
+    if prefix:
+        report.notes.append(f"loaded the keys under {prefix!r}; other keys ignored")
+    targets = backbone_targets(backbone)
+    report.unexpected = sorted(k for k in state if k not in targets)
+    report.missing = sorted(k for k in targets if k not in state)
+    model_desc = (f"embed_dim {backbone.embed_dim}, depths {backbone.depths}, heads {backbone.num_heads}, "
+                  f"window {backbone.window_size}")
+    ckpt_desc = (f"embed_dim {info['embed_dim']}, depths {info['depths']}, heads {info['num_heads']}, "
+                 f"window {info['window_size']}")
+    pairs = check_shapes([targets[k] for k in targets if k in state], state,
+                         hint=lambda *_: f"another Swin variant (checkpoint: {ckpt_desc}; model: {model_desc})")
+    hard_missing = [k for k in report.missing if not re.match(r"norm\d\.", k)]
+    if strict and (report.unexpected or hard_missing):
+        raise ValueError(
+            f"checkpoint does not match the Swin backbone: {len(report.unexpected)} unexpected keys "
+            f"{report.unexpected[:4]}, {len(hard_missing)} missing keys {hard_missing[:4]}. Checkpoint: "
+            f"{ckpt_desc}; model: {model_desc}. Pass strict=False to load the matching keys."
+        )
+    if not pairs:
+        raise ShapeMismatchError(f"no checkpoint key matches the Swin backbone (checkpoint: {ckpt_desc})")
+    assign_all(pairs)
+    report.loaded = [t.key for t, _ in pairs]
+    if any(re.match(r"norm\d\.", k) for k in report.missing):
+        report.notes.append("stage norms norm0..3 not in the checkpoint (ImageNet weights): left at init")
+    return report
