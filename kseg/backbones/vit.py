@@ -68,6 +68,10 @@ class ViT(keras.layers.Layer):
       distilled: adds DeiT's distillation token (2 prefix tokens instead of 1).
       mlp_ratio, qkv_bias, norm_epsilon: 4, True, 1e-6 (timm).
       drop_path_rate: stochastic depth of the last block; dropout: timm ``drop_rate``.
+      with_cls_token: run the prefix tokens through the blocks (timm). False: they get their
+        position embedding and are dropped before the blocks (mmseg ``with_cls_token=False``,
+        SETR-MLA's and SegViT's setting); their variables stay (checkpoints carry them),
+        frozen since nothing reads them.
       out_layers: 1-based block indices whose outputs are returned.
       pos_embed_interpolation: ``"bicubic"`` (HF/timm, PyTorch kernel) or ``"bilinear"``.
       final_norm: False drops the final LayerNorm and the ``"final"``/``"prefix"`` outputs
@@ -78,8 +82,9 @@ class ViT(keras.layers.Layer):
     def __init__(self, embed_dim=768, depth=12, num_heads=12, patch_size=16, img_size=224,
                  distilled=False, mlp_ratio=4.0, qkv_bias=True, norm_epsilon=1e-6, drop_path_rate=0.0,
                  dropout=0.0, out_layers=(), pos_embed_interpolation="bicubic", return_prefix=False,
-                 final_norm=True, **kwargs):
+                 final_norm=True, with_cls_token=True, **kwargs):
         super().__init__(**kwargs)
+        self.with_cls_token = with_cls_token
         if pos_embed_interpolation not in INTERPOLATIONS:
             raise ValueError(f"pos_embed_interpolation must be one of {INTERPOLATIONS}, got {pos_embed_interpolation!r}")
         bad = [i for i in out_layers if not 1 <= int(i) <= depth]
@@ -114,6 +119,10 @@ class ViT(keras.layers.Layer):
             blk.build((None, None, self.embed_dim))
         if self.final_norm:
             self.norm.build((None, None, self.embed_dim))
+        if not self.with_cls_token:  # dropped before the blocks: no gradient would reach them
+            self.cls_token.trainable = False
+            if self.distilled:
+                self.dist_token.trainable = False
         self.built = True
 
     def interpolated_pos_embed(self, h, w):
@@ -132,11 +141,14 @@ class ViT(keras.layers.Layer):
         dtype = x.dtype
         prefix_pos, patch_pos = self.interpolated_pos_embed(h, w)
         tokens = tf.reshape(x, (b, -1, self.embed_dim)) + tf.cast(patch_pos, dtype)
-        prefix = [self.cls_token] + ([self.dist_token] if self.distilled else [])
-        prefix = tf.cast(tf.concat([tf.cast(t, tf.float32) for t in prefix], axis=1) + prefix_pos, dtype)
-        x = tf.concat([tf.tile(prefix, [b, 1, 1]), tokens], axis=1)
+        if self.with_cls_token:
+            prefix = [self.cls_token] + ([self.dist_token] if self.distilled else [])
+            prefix = tf.cast(tf.concat([tf.cast(t, tf.float32) for t in prefix], axis=1) + prefix_pos, dtype)
+            x = tf.concat([tf.tile(prefix, [b, 1, 1]), tokens], axis=1)
+        else:
+            x = tokens
         x = self.pos_drop(x, training=training)
-        p = self.num_prefix_tokens
+        p = self.num_prefix_tokens if self.with_cls_token else 0
         out = {}
         for i, blk in enumerate(self.blocks, start=1):
             x = blk(x, training=training)
@@ -158,6 +170,7 @@ class ViT(keras.layers.Layer):
             "mlp_ratio": self.mlp_ratio, "qkv_bias": self.qkv_bias, "norm_epsilon": self.norm_epsilon,
             "drop_path_rate": self.drop_path_rate, "dropout": self.dropout_rate, "out_layers": self.out_layers,
             "pos_embed_interpolation": self.pos_embed_interpolation, "return_prefix": self.return_prefix,
+            "with_cls_token": self.with_cls_token,
             "final_norm": self.final_norm,
         }
 
@@ -194,11 +207,13 @@ NORMALIZATIONS = {
 }
 
 
-def vit_arch(name, depth=None):
+def vit_arch(name, depth=None, img_size=None):
     """(ViT constructor kwargs, (mean, std)) of a :data:`VIT_VARIANTS` entry.
 
     ``depth`` replaces the variant's number of blocks (tiny test or ablation configs that
-    keep the variant's width, heads and patch size); None keeps it.
+    keep the variant's width, heads and patch size); ``img_size`` the size its position
+    grid is stored for (e.g. 512 for a checkpoint fine-tuned at 512: 32x32 instead of the
+    ImageNet 24x24, so loading it loses nothing); None keeps the variant's.
     Raises: KeyError naming the known backbones; ValueError for depth < 1.
     """
     if name not in VIT_VARIANTS:
@@ -208,4 +223,6 @@ def vit_arch(name, depth=None):
         if int(depth) < 1:
             raise ValueError(f"depth must be >= 1, got {depth!r}")
         arch["depth"] = int(depth)
+    if img_size is not None:
+        arch["img_size"] = int(img_size)
     return arch, NORMALIZATIONS[arch.pop("normalization")]

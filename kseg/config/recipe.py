@@ -60,8 +60,9 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class OptimConfig:
-    name: str = "adamw"
+    name: str = "adamw"  # adamw | sgd
     lr: float = 6e-5
+    momentum: float = 0.9  # sgd only
     weight_decay: float = 0.01
     beta_1: float = 0.9
     beta_2: float = 0.999
@@ -88,7 +89,10 @@ class TrainConfig:
     backup_interval: int = 1000  # steps between BackupAndRestore saves
     log_interval: int = 50
     seed: int = 0
-    precision: str = "float32"  # float32 | mixed_float16 | mixed_bfloat16
+    precision: str = "float32"  # float32 | mixed_float16 (dynamic loss scaling) | mixed_bfloat16
+    # Micro-batches per optimizer step (gradient accumulation): global_batch_size is split
+    # into replicas x accumulate_steps micro-batches whose gradients are summed.
+    accumulate_steps: int = 1
     jit_compile: bool = False
     steps_per_execution: int = 1
     num_overlays: int = 4  # validation overlays written to TensorBoard per evaluation

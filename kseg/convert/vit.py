@@ -26,6 +26,11 @@ Position embeddings stored for another grid (e.g. 24x24 at 384 px into a 14x14 m
 resampled to the model's grid with the model's ``pos_embed_interpolation``
 (``kseg.layers.pos_embed``, PyTorch's bicubic by default, as timm and HF do).
 
+- **MMSegmentation** ``VisionTransformer`` (``[backbone.]patch_embed.projection``, ``cls_token``,
+  ``pos_embed``, ``layers.{i}.{ln1, attn.attn.in_proj_{weight,bias}, attn.attn.out_proj,
+  ln2, ffn.layers.0.0, ffn.layers.1}``, final ``ln1``): the stacked ``in_proj`` rows are
+  q, k, v, timm's fused ``qkv`` order, so it maps unchanged.
+
 Note: HF ViT configs use LayerNorm epsilon 1e-12, timm 1e-6; kseg follows timm (1e-6).
 The difference on real weights is far below float32 noise of the logits.
 """
@@ -47,32 +52,44 @@ from kseg.convert.common import (
 )
 from kseg.layers.pos_embed import resample_pos_embed
 
-# (regex on a prefix-stripped key, timm replacement). Order matters: specific first.
-_HF_RULES = (
-    (r"^embeddings\.cls_token$", "cls_token"),
-    (r"^embeddings\.distillation_token$", "dist_token"),
-    (r"^embeddings\.position_embeddings$", "pos_embed"),
-    (r"^embeddings\.patch_embeddings\.projection\.", "patch_embed.proj."),
+# (regex on a prefix-stripped key, timm replacement, layout). Order matters: specific first.
+_RULES = (
+    (r"^embeddings\.cls_token$", "cls_token", "huggingface"),
+    (r"^embeddings\.distillation_token$", "dist_token", "huggingface"),
+    (r"^embeddings\.position_embeddings$", "pos_embed", "huggingface"),
+    (r"^embeddings\.patch_embeddings\.projection\.", "patch_embed.proj.", "huggingface"),
     # Hub layout
-    (r"^encoder\.layer\.(\d+)\.attention\.attention\.query\.", r"blocks.\1.attn.q."),
-    (r"^encoder\.layer\.(\d+)\.attention\.attention\.key\.", r"blocks.\1.attn.k."),
-    (r"^encoder\.layer\.(\d+)\.attention\.attention\.value\.", r"blocks.\1.attn.v."),
-    (r"^encoder\.layer\.(\d+)\.attention\.output\.dense\.", r"blocks.\1.attn.proj."),
-    (r"^encoder\.layer\.(\d+)\.intermediate\.dense\.", r"blocks.\1.mlp.fc1."),
-    (r"^encoder\.layer\.(\d+)\.output\.dense\.", r"blocks.\1.mlp.fc2."),
-    (r"^encoder\.layer\.(\d+)\.layernorm_before\.", r"blocks.\1.norm1."),
-    (r"^encoder\.layer\.(\d+)\.layernorm_after\.", r"blocks.\1.norm2."),
+    (r"^encoder\.layer\.(\d+)\.attention\.attention\.query\.", r"blocks.\1.attn.q.", "huggingface"),
+    (r"^encoder\.layer\.(\d+)\.attention\.attention\.key\.", r"blocks.\1.attn.k.", "huggingface"),
+    (r"^encoder\.layer\.(\d+)\.attention\.attention\.value\.", r"blocks.\1.attn.v.", "huggingface"),
+    (r"^encoder\.layer\.(\d+)\.attention\.output\.dense\.", r"blocks.\1.attn.proj.", "huggingface"),
+    (r"^encoder\.layer\.(\d+)\.intermediate\.dense\.", r"blocks.\1.mlp.fc1.", "huggingface"),
+    (r"^encoder\.layer\.(\d+)\.output\.dense\.", r"blocks.\1.mlp.fc2.", "huggingface"),
+    (r"^encoder\.layer\.(\d+)\.layernorm_before\.", r"blocks.\1.norm1.", "huggingface"),
+    (r"^encoder\.layer\.(\d+)\.layernorm_after\.", r"blocks.\1.norm2.", "huggingface"),
     # transformers 5.x in-memory layout
-    (r"^(?:encoder\.)?layers\.(\d+)\.attention\.q_proj\.", r"blocks.\1.attn.q."),
-    (r"^(?:encoder\.)?layers\.(\d+)\.attention\.k_proj\.", r"blocks.\1.attn.k."),
-    (r"^(?:encoder\.)?layers\.(\d+)\.attention\.v_proj\.", r"blocks.\1.attn.v."),
-    (r"^(?:encoder\.)?layers\.(\d+)\.attention\.o_proj\.", r"blocks.\1.attn.proj."),
-    (r"^(?:encoder\.)?layers\.(\d+)\.mlp\.fc([12])\.", r"blocks.\1.mlp.fc\2."),
-    (r"^(?:encoder\.)?layers\.(\d+)\.layernorm_before\.", r"blocks.\1.norm1."),
-    (r"^(?:encoder\.)?layers\.(\d+)\.layernorm_after\.", r"blocks.\1.norm2."),
-    (r"^layernorm\.", "norm."),
+    (r"^(?:encoder\.)?layers\.(\d+)\.attention\.q_proj\.", r"blocks.\1.attn.q.", "huggingface"),
+    (r"^(?:encoder\.)?layers\.(\d+)\.attention\.k_proj\.", r"blocks.\1.attn.k.", "huggingface"),
+    (r"^(?:encoder\.)?layers\.(\d+)\.attention\.v_proj\.", r"blocks.\1.attn.v.", "huggingface"),
+    (r"^(?:encoder\.)?layers\.(\d+)\.attention\.o_proj\.", r"blocks.\1.attn.proj.", "huggingface"),
+    (r"^(?:encoder\.)?layers\.(\d+)\.mlp\.fc([12])\.", r"blocks.\1.mlp.fc\2.", "huggingface"),
+    (r"^(?:encoder\.)?layers\.(\d+)\.layernorm_before\.", r"blocks.\1.norm1.", "huggingface"),
+    (r"^(?:encoder\.)?layers\.(\d+)\.layernorm_after\.", r"blocks.\1.norm2.", "huggingface"),
+    (r"^layernorm\.", "norm.", "huggingface"),
+    # MMSegmentation VisionTransformer (mmseg/models/backbones/vit.py: mmcv PatchEmbed
+    # ``projection``, TransformerEncoderLayer ``ln1``/``ln2``, mmcv MultiheadAttention wrapping
+    # nn.MultiheadAttention as ``attn.attn`` (in_proj rows q, k, v = timm's fused qkv order),
+    # mmcv FFN ``layers.0.0`` (fc1) / ``layers.1`` (fc2), final norm ``ln1`` (final_norm=True)).
+    (r"^patch_embed\.projection\.", "patch_embed.proj.", "mmseg"),
+    (r"^layers\.(\d+)\.ln1\.", r"blocks.\1.norm1.", "mmseg"),
+    (r"^layers\.(\d+)\.ln2\.", r"blocks.\1.norm2.", "mmseg"),
+    (r"^layers\.(\d+)\.attn\.attn\.in_proj_(weight|bias)$", r"blocks.\1.attn.qkv.\2", "mmseg"),
+    (r"^layers\.(\d+)\.attn\.attn\.out_proj\.", r"blocks.\1.attn.proj.", "mmseg"),
+    (r"^layers\.(\d+)\.ffn\.layers\.0\.0\.", r"blocks.\1.mlp.fc1.", "mmseg"),
+    (r"^layers\.(\d+)\.ffn\.layers\.1\.", r"blocks.\1.mlp.fc2.", "mmseg"),
+    (r"^ln1\.", "norm.", "mmseg"),
 )
-_HF_RULES = tuple((re.compile(p), r) for p, r in _HF_RULES)
+_RULES = tuple((re.compile(p), r, lay) for p, r, lay in _RULES)
 _PREFIXES = ("module.", "vit.", "deit.", "backbone.", "encoder.model.")
 _SKIP = (
     (re.compile(r"^(head|head_dist|fc_norm|pre_logits)\."), "ImageNet classification head (not used for segmentation)"),
@@ -151,6 +168,21 @@ def _strip(key):
     return key
 
 
+def rename_key(key):
+    """One checkpoint key -> ``(timm name, layout or None, skip reason or None)``; separate
+    HF q/k/v projections come out as ``blocks.{i}.attn.{q,k,v}.*`` (fused by
+    :func:`normalize_keys`)."""
+    name = _strip(key)
+    reason = next((why for pat, why in _SKIP if pat.match(name)), None)
+    if reason:
+        return name, None, reason
+    for pat, repl, lay in _RULES:
+        new = pat.sub(repl, name)
+        if new != name:
+            return new, lay, None
+    return name, None, None
+
+
 def normalize_keys(state):
     """Any accepted layout -> ``(timm-named state with fused qkv, layout, skipped)``.
 
@@ -158,16 +190,11 @@ def normalize_keys(state):
     """
     out, skipped, layout = {}, {}, "timm"
     for key, value in state.items():
-        name = _strip(key)
-        reason = next((why for pat, why in _SKIP if pat.match(name)), None)
+        name, lay, reason = rename_key(key)
         if reason:
             skipped[key] = reason
             continue
-        for pat, repl in _HF_RULES:
-            new = pat.sub(repl, name)
-            if new != name:
-                name, layout = new, "huggingface"
-                break
+        layout = lay or layout
         if name in out:
             raise ValueError(f"checkpoint keys collide after renaming: {key!r} -> {name!r} appears twice")
         out[name] = np.asarray(value)
@@ -230,8 +257,62 @@ def encoder_targets(encoder):
     return t
 
 
+def read_vit_checkpoint(source):
+    """``(state, is_jax)``: :func:`kseg.convert.common.read_state_dict` plus Google ``.npz``
+    files, whose JAX layout is rearranged to timm's."""
+    return _read(source)
+
+
+def bind_encoder(encoder, state, is_jax=False):
+    """Normalises an encoder state dict and binds it to a kseg ``ViT`` (nothing assigned).
+
+    Args:
+      encoder: a built kseg ``ViT``.
+      state: ``{key: array}`` of the encoder alone, in any layout of the module docstring
+        (already rearranged when ``is_jax``).
+    Returns: ``(state, targets, report)``: the timm-named state (position embedding
+      resampled to the encoder's grid), ``{timm key: Target}`` for every encoder variable,
+      and a :class:`LoadReport` with ``layout``, ``skipped``, ``info`` and ``notes`` filled.
+    Raises: ShapeMismatchError when the prefix tokens (cls / distillation) differ.
+    """
+    state, layout, skipped = normalize_keys(state)
+    if is_jax:
+        layout = "Google JAX (.npz)"
+    info = describe_checkpoint(state)
+    report = LoadReport(layout=f"{layout} ViT/DeiT keys", skipped=skipped, info=info)
+    info["model_desc"] = (f"embed_dim {encoder.embed_dim}, depth {encoder.depth}, patch {encoder.patch_size}, "
+                          f"distilled {encoder.distilled}")
+    info["ckpt_desc"] = (f"embed_dim {info['embed_dim']}, depth {info['depth']}, patch {info['patch_size']}, "
+                         f"distilled {info['distilled']}")
+    pos = state.get("pos_embed")
+    if pos is not None:
+        prefix = 1 + int(info["distilled"])
+        if prefix != encoder.num_prefix_tokens:
+            raise ShapeMismatchError(
+                f"checkpoint has {prefix} prefix tokens (distilled={info['distilled']}) but the model has "
+                f"{encoder.num_prefix_tokens}; checkpoint: {info['ckpt_desc']}; model: {info['model_desc']}. Use a "
+                f"{'deit_*' if info['distilled'] else 'vit_*'} backbone variant"
+            )
+        if pos.ndim == 3 and pos.shape[-1] == encoder.embed_dim and pos.shape[1] != encoder.pos_embed.shape[1]:
+            g = encoder.grid_size
+            state["pos_embed"] = resample_pos_embed(pos, (g, g), num_prefix_tokens=prefix,
+                                                    method=encoder.pos_embed_interpolation)
+            note = (f"pos_embed resampled from a {info['grid']}x{info['grid']} grid to "
+                    f"{g}x{g} ({encoder.pos_embed_interpolation})")
+            if info["grid"] and info["grid"] > g:
+                note += ("; lossy: the model's stored grid is smaller than the checkpoint's, so inputs at the "
+                         "checkpoint's training size see a re-upsampled embedding")
+            report.notes.append(note)
+    targets = encoder_targets(encoder)
+    if not encoder.final_norm:
+        for key in [k for k in state if k.startswith("norm.")]:
+            state.pop(key)
+            report.skipped[key] = "final LayerNorm: the encoder is built without it (final_norm=False)"
+    return state, targets, report
+
+
 def load_vit(model, source, strict=True):
-    """Loads a timm / HF ViT or DeiT checkpoint into a kseg ``ViT``, in place.
+    """Loads a timm / HF / mmseg ViT or DeiT checkpoint into a kseg ``ViT``, in place.
 
     Args:
       model: a kseg ``ViT`` encoder, or a model whose ``encoder`` attribute is one (its
@@ -247,41 +328,21 @@ def load_vit(model, source, strict=True):
       checkpoint is another architecture (width, depth, patch size, distillation token);
       with ``strict``, unexpected/missing keys. Nothing is assigned when it raises.
     """
-    encoder = getattr(model, "encoder", model)
     if not model.built:
         model.build((None, None, None, 3))
     state, is_jax = _read(source)
-    state, layout, skipped = normalize_keys(state)
-    if is_jax:
-        layout = "Google JAX (.npz)"
-    info = describe_checkpoint(state)
-    report = LoadReport(layout=f"{layout} ViT/DeiT keys", skipped=skipped, info=info)
-    model_desc = (f"embed_dim {encoder.embed_dim}, depth {encoder.depth}, patch {encoder.patch_size}, "
-                  f"distilled {encoder.distilled}")
-    ckpt_desc = (f"embed_dim {info['embed_dim']}, depth {info['depth']}, patch {info['patch_size']}, "
-                 f"distilled {info['distilled']}")
+    return load_vit_state(model, state, is_jax, strict)
 
-    pos = state.get("pos_embed")
-    if pos is not None:
-        prefix = 1 + int(info["distilled"])
-        if prefix != encoder.num_prefix_tokens:
-            raise ShapeMismatchError(
-                f"checkpoint has {prefix} prefix tokens (distilled={info['distilled']}) but the model has "
-                f"{encoder.num_prefix_tokens}; checkpoint: {ckpt_desc}; model: {model_desc}. Use a "
-                f"{'deit_*' if info['distilled'] else 'vit_*'} backbone variant"
-            )
-        if pos.shape[-1] == encoder.embed_dim and pos.shape[1] != encoder.pos_embed.shape[1]:
-            g = encoder.grid_size
-            state["pos_embed"] = resample_pos_embed(pos, (g, g), num_prefix_tokens=prefix,
-                                                    method=encoder.pos_embed_interpolation)
-            report.notes.append(f"pos_embed resampled from a {info['grid']}x{info['grid']} grid to "
-                                f"{g}x{g} ({encoder.pos_embed_interpolation})")
 
-    targets = encoder_targets(encoder)
-    if not encoder.final_norm:
-        for key in [k for k in state if k.startswith("norm.")]:
-            state.pop(key)
-            report.skipped[key] = "final LayerNorm: the encoder is built without it (final_norm=False)"
+def load_vit_state(model, state, is_jax=False, strict=True):
+    """:func:`load_vit` on an already-read ``{key: array}`` state (``is_jax``: already
+    rearranged from a Google ``.npz``)."""
+    encoder = getattr(model, "encoder", model)
+    if not model.built:
+        model.build((None, None, None, 3))
+    state, targets, report = bind_encoder(encoder, state, is_jax)
+    info = report.info
+    model_desc, ckpt_desc = info.pop("model_desc"), info.pop("ckpt_desc")
     report.unexpected = sorted(k for k in state if k not in targets)
     report.missing = sorted(k for k in targets if k not in state)
     pairs = check_shapes(

@@ -31,9 +31,9 @@ from keras import ops
 
 
 def _bn(name):
-    # SyncBN in the paper; BatchNormalization is the same on one device and under
-    # tf.distribute's per-replica statistics (PyTorch momentum 0.1 = Keras 0.9, eps 1e-5).
-    return keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name=name)
+    # SyncBN as in the paper: statistics over the global batch under tf.distribute
+    # (PyTorch momentum 0.1 = Keras 0.9, eps 1e-5).
+    return keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, synchronized=True, name=name)
 
 
 def _resize(x, factor, align_corners=False):

@@ -13,3 +13,9 @@ from kseg.models.mask_classification import MaskClassificationSegmentor
 from kseg.models.segformer import SegFormer
 from kseg.models.segmenter import Segmenter
 from kseg.models.setr import SETR
+from kseg.models.maskformer import MaskFormer
+from kseg.models.segvit import SegViT
+
+# Registers the optimizer and schedule classes a compiled ``.keras`` file refers to, so it
+# loads in a fresh process.
+from kseg.training import optimizer as _optimizer, schedules as _schedules  # noqa: E402,F401

@@ -23,8 +23,9 @@ from kseg.models.segmentor import Segmentor
 
 class MaskClassificationSegmentor(Segmentor):
     """Subclasses implement ``forward`` (see module docstring) and ``default_loss``
-    (their criterion: ``criterion(labels, outputs) -> float32 scalar``, the loss of one
-    replica's batch normalised by the global number of target masks)."""
+    (their criterion: ``criterion(labels, outputs) -> float32 scalar``: the summed
+    per-mask losses of one replica's batch divided by the mean number of target masks per
+    replica, i.e. the all-reduced total / replicas, as DETR and MaskFormer do)."""
 
     def call(self, images, training=None):
         outputs = dict(self.forward(self.normalize(images), training=training))
@@ -52,8 +53,8 @@ class MaskClassificationSegmentor(Segmentor):
             return None
         from keras.src.losses.loss import scale_loss_for_distribution
 
-        # The criterion returns this replica's loss normalised by the global mask count; Keras
-        # sums replica gradients, so scale by 1/replicas as its own losses do.
+        # Keras sums replica gradients, so scale by 1/replicas as its own losses do. With the
+        # criterion's per-replica mean mask count this gives sum(losses) / total masks.
         total = scale_loss_for_distribution(self.loss(y, y_pred))
         for extra in self.losses:
             total = total + self._aggregate_additional_loss(extra)

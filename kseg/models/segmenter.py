@@ -28,17 +28,18 @@ class Segmenter(Segmentor):
       dropout: 0.0 (dropout off, Table 2).
       pos_embed_interpolation: "bicubic" (timm/HF kernel) or "bilinear" (the paper's text).
       depth: encoder blocks replacing the variant's (tiny test configs); None keeps it.
+      img_size: the size the position grid is stored for (default: the ViT variant's 384).
     """
 
     head_path_pattern = "segmenter/decode_head/.*"
 
     def __init__(self, num_classes, backbone="vit_b16", decoder="linear", decoder_dim=None, decoder_layers=2,
                  upsample_tokens=False, drop_path_rate=0.1, dropout=0.0, pos_embed_interpolation="bicubic",
-                 depth=None, variant=None, name="segmenter", **kwargs):
+                 depth=None, img_size=None, variant=None, name="segmenter", **kwargs):
         super().__init__(name=name, **kwargs)
         if decoder not in ("linear", "mask"):
             raise ValueError(f"decoder must be 'linear' or 'mask', got {decoder!r}")
-        arch, (self.mean, self.std) = vit_arch(backbone, depth)
+        arch, (self.mean, self.std) = vit_arch(backbone, depth, img_size)
         self.num_classes, self.backbone_name, self.decoder = num_classes, backbone, decoder
         self.decoder_dim = decoder_dim or arch["embed_dim"]
         self.decoder_layers, self.upsample_tokens = decoder_layers, upsample_tokens
@@ -69,7 +70,7 @@ class Segmenter(Segmentor):
             "decoder_dim": self.decoder_dim, "decoder_layers": self.decoder_layers,
             "upsample_tokens": self.upsample_tokens, "drop_path_rate": self.drop_path_rate,
             "dropout": self.dropout, "pos_embed_interpolation": self.pos_embed_interpolation,
-            "depth": self.encoder.depth, "variant": self.variant, "name": self.name,
+            "depth": self.encoder.depth, "img_size": self.encoder.img_size, "variant": self.variant, "name": self.name,
         }
 
 

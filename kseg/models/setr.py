@@ -42,11 +42,15 @@ class SETR(DeepSupervisedSegmentor):
         Z10/15/20[/24] scaled to the depth). mla_layers: 4 taps (default: uniformly spaced,
         depth/4 * (1..4): Z6/12/18/24 for T-Large, Sec. 3.3).
       channels: width of Naive/PUP convs (256); mla_channels / mla_head_channels: 256 / 128
-        (reference; consistent with the head costs implied by SegViT Table 1, setr.md §1.4).
+        (reference). The MLA classifier is the official code's 3x3 conv; mmseg's 1x1
+        ``cls_seg`` is the variant SegViT Table 1 counted (113.5 vs 123.4 GFLOPs, ViT-B 512).
       drop_path_rate: 0.0, dropout: 0.1 (reference configs: timm drop_rate 0.1, no drop path).
       pos_embed_interpolation: "bicubic" (default) or "bilinear".
       depth: encoder blocks replacing the variant's (tiny test configs; auxiliary and MLA
         taps are derived from it); None keeps it.
+      img_size: the size the position grid is stored for (default: the ViT variant's 384).
+    SETR-MLA drops the class token before the blocks (official ``VIT_MLA``, mmseg
+    ``with_cls_token=False``); Naive and PUP keep it.
     The main Naive/PUP head reads the raw output of the last block (no final encoder norm:
     each head has its own LayerNorm, as in the reference).
     """
@@ -55,13 +59,13 @@ class SETR(DeepSupervisedSegmentor):
 
     def __init__(self, num_classes, backbone="vit_l16", decoder="pup", aux_heads=True, aux_loss_weight=0.4,
                  aux_layers=None, mla_layers=None, channels=256, mla_channels=256, mla_head_channels=128,
-                 drop_path_rate=0.0, dropout=0.1, pos_embed_interpolation="bicubic", depth=None, variant=None,
+                 drop_path_rate=0.0, dropout=0.1, pos_embed_interpolation="bicubic", depth=None, img_size=None, variant=None,
                  name="setr",
                  **kwargs):
         super().__init__(name=name, **kwargs)
         if decoder not in DECODERS:
             raise ValueError(f"decoder must be one of {DECODERS}, got {decoder!r}")
-        arch, (self.mean, self.std) = vit_arch(backbone, depth)
+        arch, (self.mean, self.std) = vit_arch(backbone, depth, img_size)
         depth, dim = arch["depth"], arch["embed_dim"]
         self.num_classes, self.backbone_name, self.decoder = num_classes, backbone, decoder
         self.aux_heads, self.aux_loss_weight = aux_heads, aux_loss_weight
@@ -72,7 +76,8 @@ class SETR(DeepSupervisedSegmentor):
         self.pos_embed_interpolation = pos_embed_interpolation
         taps = set(self.mla_layers) if decoder == "mla" else {depth} | (set(self.aux_layers) if aux_heads else set())
         self.encoder = ViT(**arch, drop_path_rate=drop_path_rate, dropout=dropout, out_layers=sorted(taps),
-                           pos_embed_interpolation=pos_embed_interpolation, final_norm=False, name="encoder")
+                           pos_embed_interpolation=pos_embed_interpolation, final_norm=False,
+                           with_cls_token=decoder != "mla", name="encoder")
         self.depth, self.embed_dim = depth, dim
         self.aux = []
         if decoder == "mla":
@@ -122,7 +127,7 @@ class SETR(DeepSupervisedSegmentor):
             "mla_channels": self.mla_channels, "mla_head_channels": self.mla_head_channels,
             "drop_path_rate": self.drop_path_rate, "dropout": self.dropout,
             "pos_embed_interpolation": self.pos_embed_interpolation,
-            "depth": self.encoder.depth, "variant": self.variant, "name": self.name,
+            "depth": self.encoder.depth, "img_size": self.encoder.img_size, "variant": self.variant, "name": self.name,
         }
 
 

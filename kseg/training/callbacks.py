@@ -1,5 +1,7 @@
 """Callbacks of a kseg training run: periodic evaluation with best/last checkpoints,
-learning-rate logging and TensorBoard overlays."""
+learning-rate logging and TensorBoard overlays, crash-safe backups, a NaN guard and
+step logging. Under multi-worker training every worker runs them (evaluation is a
+collective), only the chief writes files."""
 
 import json
 import logging
@@ -30,8 +32,9 @@ class EvaluationCallback(keras.callbacks.Callback):
     """
 
     def __init__(self, val_ds, eval_cfg, num_classes, class_names, palette, work_dir,
-                 eval_interval, max_steps, num_overlays=4, writer=None):
+                 eval_interval, max_steps, num_overlays=4, writer=None, chief=True, guard=None):
         super().__init__()
+        self.chief, self.guard = chief, guard
         self.val_ds, self.eval_cfg, self.num_classes = val_ds, eval_cfg, num_classes
         self.class_names, self.palette, self.work_dir = class_names, palette, work_dir
         self.eval_interval, self.max_steps, self.num_overlays = eval_interval, max_steps, num_overlays
@@ -52,7 +55,10 @@ class EvaluationCallback(keras.callbacks.Callback):
         step = _step(self.model)
         if step % self.eval_interval and step < self.max_steps:
             return
-        from kseg.inference import evaluate, save_results, side_by_side
+        if self.guard is not None and self.guard.bad_step is not None:
+            return  # never evaluate or save the weights of a non-finite step
+        from kseg.inference import save_results, side_by_side
+        from kseg.training.evaluation import evaluate_distributed
 
         strips = []
 
@@ -61,17 +67,20 @@ class EvaluationCallback(keras.callbacks.Callback):
                 strips.append(side_by_side(image, pred, label, self.palette))
 
         start = time.time()
-        summary = evaluate(self.model, self.val_ds, self.num_classes, self.eval_cfg,
-                           class_names=self.class_names, progress=False, on_image=collect)
+        summary = evaluate_distributed(self.model, self.val_ds, self.num_classes, self.eval_cfg,
+                                       strategy=self.model.distribute_strategy,
+                                       class_names=self.class_names, progress=False, on_image=collect)
         summary["step"] = step
         summary["eval_seconds"] = round(time.time() - start, 1)
-        save_results(summary, os.path.join(self.work_dir, "eval", f"step_{step}.json"))
-        self.model.save_weights(self.last_path)
         improved = summary["mIoU"] > self.best["mIoU"]
         if improved:
             self.best = {"mIoU": summary["mIoU"], "step": step}
-            self.model.save_weights(self.best_path)
-            save_results(self.best, os.path.join(self.work_dir, "eval", "best.json"))
+        if self.chief:
+            save_results(summary, os.path.join(self.work_dir, "eval", f"step_{step}.json"))
+            _save_weights_atomic(self.model, self.last_path)
+            if improved:
+                _save_weights_atomic(self.model, self.best_path)
+                save_results(self.best, os.path.join(self.work_dir, "eval", "best.json"))
         self.history.append({"step": step, "mIoU": summary["mIoU"], "aAcc": summary["aAcc"]})
         print(
             f"\n[eval @ step {step}] mIoU {summary['mIoU']:.2f}  aAcc {summary['aAcc']:.2f}  "
@@ -81,7 +90,7 @@ class EvaluationCallback(keras.callbacks.Callback):
         )
         if logs is not None:
             logs["val_mIoU"] = summary["mIoU"]
-        if self.writer is not None:
+        if self.writer is not None and self.chief:
             with self.writer.as_default(step=step):
                 for key in ("mIoU", "aAcc", "mAcc"):
                     tf.summary.scalar(f"val/{key}", summary[key])
@@ -116,8 +125,11 @@ class LearningRateLogger(keras.callbacks.Callback):
 class NonFiniteLossGuard(keras.callbacks.Callback):
     """Stops training at the first NaN/Inf loss with a clear message.
 
-    The weights of the bad step are not saved: the last good checkpoint and backup stay
-    on disk. Raises FloatingPointError after stopping, so the run exits non-zero.
+    The weights of the bad step are not saved: :class:`EvaluationCallback` and
+    :class:`SafeBackupAndRestore` given this guard skip their epoch-end saves once it has
+    tripped, so the last good checkpoint and backup stay on disk (put the guard first in
+    the callback list: its ``on_train_end`` raises before the backup would be deleted).
+    Raises FloatingPointError after stopping, so the run exits non-zero.
     """
 
     def __init__(self):
@@ -137,3 +149,86 @@ class NonFiniteLossGuard(keras.callbacks.Callback):
                 "weights are the newest backup / last.weights.h5 in the work dir. Lower optim.lr, "
                 "raise schedule.warmup_steps or use train.precision=float32, then --resume."
             )
+
+
+def _save_weights_atomic(model, path):
+    """``model.save_weights(path)`` through a temporary file and ``os.replace``: a run
+    killed while writing leaves the previous file intact."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    tmp = os.path.join(folder, ".tmp-" + os.path.basename(path))
+    model.save_weights(tmp, overwrite=True)
+    os.replace(tmp, path)
+
+
+class SafeBackupAndRestore(keras.callbacks.BackupAndRestore):
+    """``BackupAndRestore`` (at epoch ends, kseg epochs being ``steps_per_epoch`` steps)
+    made safe against ``kill -9`` and NaNs and usable by several workers:
+
+    - weights and metadata are written to temporary files and renamed, so a kill during
+      a save leaves the previous backup whole;
+    - on restore the epoch to continue from is read from the optimizer's step counter in
+      the restored weights (what the schedule uses), not only from the metadata file;
+    - nothing is saved once ``guard`` (a :class:`NonFiniteLossGuard`) has tripped, and the
+      backup is kept when training ends on a NaN;
+    - only the chief (``chief=True``) writes or deletes; every worker restores from the
+      same (shared) folder.
+
+    ``restored_step`` holds the step the run resumed at (0 for a fresh run).
+    """
+
+    def __init__(self, backup_dir, steps_per_epoch, chief=True, guard=None):
+        super().__init__(backup_dir, save_freq="epoch", delete_checkpoint=True)
+        self.steps_per_epoch, self.chief, self.guard = int(steps_per_epoch), chief, guard
+        self.restored_step = 0
+
+    def _load_model(self):
+        super()._load_model()
+        if os.path.exists(self._weights_path):
+            self.restored_step = _step(self.model)
+            self.model._initial_epoch = self.restored_step // self.steps_per_epoch
+
+    def _tripped(self):
+        return self.guard is not None and self.guard.bad_step is not None
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self._tripped():
+            return
+        super().on_epoch_end(epoch, logs)
+
+    def _save_model(self):
+        if not self.chief:
+            return
+        os.makedirs(self.backup_dir, exist_ok=True)
+        _save_weights_atomic(self.model, self._weights_path)
+        tmp = self._training_metadata_path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump({"epoch": self._current_epoch, "batch": self._last_batch_seen,
+                       "step": _step(self.model)}, f)
+        os.replace(tmp, self._training_metadata_path)
+
+    def on_train_end(self, logs=None):
+        if self.chief and not self._tripped():
+            super().on_train_end(logs)
+
+
+class StepLogger(keras.callbacks.Callback):
+    """Prints ``step N/M loss L lr X`` every ``interval`` optimizer steps (one line each,
+    flushed: logs of batch jobs and of killed runs show how far training got)."""
+
+    def __init__(self, interval, max_steps):
+        super().__init__()
+        self.interval, self.max_steps = max(1, int(interval)), int(max_steps)
+        self.start = None
+
+    def on_train_begin(self, logs=None):
+        self.start = time.time()
+
+    def on_train_batch_end(self, batch, logs=None):
+        step = _step(self.model)
+        if step % self.interval and step != self.max_steps:
+            return
+        lrs = optimizer_learning_rates(self.model.optimizer)
+        loss = (logs or {}).get("loss")
+        print(f"step {step}/{self.max_steps} loss {float(loss):.6g} lr {lrs[0]:.6g} "
+              f"({time.time() - self.start:.0f}s)", flush=True)

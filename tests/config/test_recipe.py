@@ -66,6 +66,13 @@ def test_saved_recipe_round_trips(tmp_path):
 def test_every_shipped_recipe_loads_and_names_a_variant(path):
     from kseg.models import list_variants
 
+    from kseg.data.registry import list_datasets
+    from kseg.training.optimizer import build_optimizer
+
     r = load_recipe(path)
     assert r.model.name in list_variants()
+    assert r.data.dataset in list_datasets()
     assert r.train.max_steps > 0 and r.optim.lr > 0
+    optimizer = build_optimizer(r.optim, r.schedule, r.train.max_steps, head_path_pattern="head/.*")
+    assert len(optimizer.optimizers) == (1 if r.optim.head_lr_mult == 1 else 2)
+    assert all(type(o).__name__ == {"adamw": "AdamW", "sgd": "SGD"}[r.optim.name] for o in optimizer.optimizers)

@@ -22,13 +22,17 @@ def run_cli(*args, env_extra=None, timeout=600):
                           text=True, timeout=timeout)
 
 
-# Tiny configs: each family's variants with fewer encoder blocks, every width, head count
-# and patch size of the variant kept, so a test over the whole registry takes seconds per
-# variant. A family missing here fails the registry tests until it gets an entry.
+# Tiny configs: each family's variants with fewer encoder blocks (and decoder layers), every
+# width, head count and patch size of the variant kept, so a test over the whole registry
+# takes seconds per variant. Entries are overrides, or functions of the variant's table row
+# returning them. A family missing here fails the registry tests until it gets an entry.
 TINY_OVERRIDES = {
     "SegFormer": {"depths": (1, 1, 1, 1)},
     "Segmenter": {"depth": 1},
     "SETR": {"depth": 4},  # 4 blocks: MLA taps 1..4 and the aux taps stay distinct
+    "SegViT": {"depth": 4, "out_layers": (2, 3, 4), "qd_block": 3, "qu_layers": (2, 4), "decoder_layers": 1},
+    "MaskFormer": lambda row: {"backbone_kwargs": {**row.get("backbone_kwargs", {}), "depths": (1, 1, 1, 1)},
+                               "decoder_layers": 1},
 }
 
 
@@ -37,11 +41,14 @@ def build_tiny(variant, num_classes=3):
     import kseg
     from kseg.models import variant_spec
 
-    family = variant_spec(variant)[0].__name__
+    model_cls, row = variant_spec(variant)
+    family = model_cls.__name__
     if family not in TINY_OVERRIDES:
         raise KeyError(f"no tiny config for {family} ({variant}): add one to TINY_OVERRIDES "
                        "in tests/export/export_utils.py")
-    return kseg.build_model(variant, num_classes=num_classes, **TINY_OVERRIDES[family])
+    overrides = TINY_OVERRIDES[family]
+    overrides = overrides(row) if callable(overrides) else overrides
+    return kseg.build_model(variant, num_classes=num_classes, **overrides)
 
 
 def assert_same_labels(labels, ref_logits, tol=1e-4):

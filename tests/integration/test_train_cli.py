@@ -96,30 +96,64 @@ def test_train_evaluate_predict(tmp_path, camvid_tiny):
     assert Image.open(tmp_path / "pred" / "a_overlay.png").size == (100, 70)
 
 
+def _step_lines(text):
+    """{step: "loss L lr X"} from the ``step N/M loss L lr X (Ts)`` lines of kseg.train."""
+    out = {}
+    for line in text.splitlines():
+        if line.startswith("step "):
+            head, rest = line.split(" ", 2)[1], line.split(" ", 2)[2]
+            out[int(head.split("/")[0])] = rest.rsplit(" (", 1)[0]
+    return out
+
+
 @pytest.mark.slow
 def test_killed_run_resumes_at_the_same_step(tmp_path, camvid_tiny):
+    """SIGKILL mid-run, then: a resume whose loss turns non-finite stops with a clear
+    message and leaves the backup as it was; a plain --resume continues from the backup
+    with the same step counter and learning rate, losing at most one backup interval, and
+    ends with a final checkpoint."""
     work = tmp_path / "work"
     args = ["--recipe", RECIPE, "--work-dir", str(work),
             *sets(*TINY, f"data.root={camvid_tiny}", "train.max_steps=8", "train.eval_interval=8",
-                  "train.backup_interval=2")]
+                  "train.backup_interval=2", "data.cache=false")]
     env = {**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    proc = subprocess.Popen([sys.executable, "-m", "kseg.train", *args], cwd=REPO, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    meta = work / "backup" / "training_metadata.json"
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None:
-        if meta.exists() and json.loads(meta.read_text() or "{}").get("epoch", 0) >= 2:
-            break
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    backed_up = json.loads(meta.read_text())["epoch"] * 2
-    assert 0 < backed_up < 8
+    log = tmp_path / "killed.log"
+    with open(log, "w") as f:
+        proc = subprocess.Popen([sys.executable, "-m", "kseg.train", *args], cwd=REPO, env=env,
+                                stdout=f, stderr=subprocess.DEVNULL)
+        meta = work / "backup" / "training_metadata.json"
+        deadline = time.time() + 600
+        while time.time() < deadline and proc.poll() is None:
+            if meta.exists() and json.loads(meta.read_text() or "{}").get("step", 0) >= 2:
+                # let it run into the next backup interval, then kill it without warning
+                if max(_step_lines(log.read_text()) or [0]) >= 3:
+                    break
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    killed = _step_lines(log.read_text())
+    backed_up = json.loads(meta.read_text())["step"]
+    reached = max(killed)
+    assert 0 < backed_up < 8 and backed_up <= reached
+    assert reached - backed_up <= 2  # at most one backup interval of work lost
 
     r = cli("kseg.train", *args)  # without --resume: refuses, nothing overwritten
     assert r.returncode != 0 and "--resume" in r.stderr
+
+    backup_bytes = (work / "backup" / "latest.weights.h5").read_bytes()
+    r = cli("kseg.train", *args, "--resume", "--set", "model.class_weight=[.inf,1,1,1,1,1,1,1,1,1,1]")
+    assert r.returncode != 0
+    assert f"non-finite loss at step {backed_up + 1}" in r.stderr, r.stderr[-3000:]
+    assert (work / "backup" / "latest.weights.h5").read_bytes() == backup_bytes  # last good state kept
+    assert json.loads(meta.read_text())["step"] == backed_up
+
     r = cli("kseg.train", *args, "--resume")
     assert r.returncode == 0, r.stderr[-3000:]
     assert f"resuming at step {backed_up}" in r.stdout
+    resumed = _step_lines(r.stdout)
+    assert min(resumed) == backed_up + 1 and max(resumed) == 8
+    for step in range(backed_up + 1, reached + 1):  # same schedule position: same learning rate
+        assert resumed[step].split(" lr ")[1] == killed[step].split(" lr ")[1], (step, resumed, killed)
     summary = json.loads((work / "summary.json").read_text())
-    assert summary["steps"] == 8  # the schedule step continued from the backup
+    assert summary["steps"] == 8 and summary["resumed_at"] == backed_up  # the step counter continued
+    assert (work / "last.weights.h5").exists() and not (work / "backup").exists()

@@ -1,3 +1,4 @@
+import keras
 import numpy as np
 import pytest
 
@@ -55,3 +56,23 @@ def test_weight_decay_leaves_bias_alone_in_a_real_step():
     after = {v.path: np.array(v) for v in variables}
     np.testing.assert_allclose(after[k + "kernel"], before[k + "kernel"] * (1 - 0.1 * 0.5), rtol=1e-5)
     np.testing.assert_array_equal(after[k + "bias"], before[k + "bias"])
+
+
+def test_sgd_momentum_matches_the_pytorch_update():
+    """optim.name sgd (SETR / Segmenter recipes): heavy-ball momentum as torch.optim.SGD
+    (v = m v + g; w -= lr v), which equals Keras' form at a constant learning rate."""
+    import numpy as np
+
+    from kseg.config import OptimConfig, ScheduleConfig
+    from kseg.training.optimizer import build_optimizer
+
+    opt = build_optimizer(OptimConfig(name="sgd", lr=0.1, momentum=0.9, weight_decay=0.0, head_lr_mult=1.0),
+                          ScheduleConfig(name="constant", warmup_steps=0), max_steps=10)
+    w = keras.Variable(np.array([1.0, -2.0], np.float32))
+    grads = [np.array([0.5, 1.0], np.float32), np.array([-1.0, 0.25], np.float32)]
+    ref, v = np.array([1.0, -2.0], np.float32), np.zeros(2, np.float32)
+    for g in grads:
+        opt.apply([keras.ops.convert_to_tensor(g)], [w])
+        v = 0.9 * v + g
+        ref = ref - 0.1 * v
+    np.testing.assert_allclose(w.numpy(), ref, rtol=1e-6)

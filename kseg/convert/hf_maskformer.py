@@ -1,0 +1,203 @@
+"""Hugging Face ``MaskFormerForInstanceSegmentation`` checkpoints -> a kseg ``MaskFormer``.
+
+Accepted layouts (a DDP ``module.`` prefix is stripped):
+
+(a) the Hub layout (``facebook/maskformer-swin-*-ade``, ``facebook/maskformer-resnet*``,
+    and what transformers 5.x's ``save_pretrained`` writes)::
+
+      model.pixel_level_module.encoder.*                      the backbone (Swin or ResNet)
+      model.pixel_level_module.decoder.fpn.stem.{0,1}         3x3 conv, GroupNorm on res5
+      model.pixel_level_module.decoder.fpn.layers.{i}.proj.{0,1}   lateral 1x1 conv, GN (i=0: res4)
+      model.pixel_level_module.decoder.fpn.layers.{i}.block.{0,1}  3x3 conv, GN
+      model.pixel_level_module.decoder.mask_projection        3x3 conv (bias)
+      model.transformer_module.queries_embedder.weight        (Q, d) query positions
+      model.transformer_module.input_projection               1x1 conv (when C5 != d)
+      model.transformer_module.decoder.layers.{i}.{self_attn,encoder_attn}.{q,k,v,out}_proj
+      model.transformer_module.decoder.layers.{i}.{self_attn_layer_norm,
+          encoder_attn_layer_norm,fc1,fc2,final_layer_norm}
+      model.transformer_module.decoder.layernorm
+      class_predictor, mask_embedder.{0,1,2}.0
+
+(b) transformers 5.x's in-memory layout (``model.state_dict()``): ``o_proj`` for
+    ``out_proj`` and ``mlp.fc1``/``mlp.fc2`` for ``fc1``/``fc2`` (:data:`RENAMES`).
+
+The backbone part is delegated to the backbone converters (``kseg.convert.swin.load_swin``,
+``kseg.convert.resnet.load_resnet``, with ``prefix="model.pixel_level_module.encoder."``);
+this module binds the heads by walking the kseg model's attributes, never by position.
+Transposes: Linear (out, in) -> Dense (in, out); Conv2d (out, in, kh, kw) -> (kh, kw, in,
+out); GroupNorm/LayerNorm weight/bias -> gamma/beta. Skipped: ``criterion.empty_weight``
+(a loss buffer, rebuilt by the criterion).
+"""
+
+import re
+
+from kseg.convert.common import (
+    LoadReport,
+    Target,
+    assign_all,
+    check_shapes,
+    conv_kernel,
+    identity,
+    linear_kernel,
+    read_state_dict,
+)
+
+BACKBONE_PREFIX = "model.pixel_level_module.encoder."
+PIXEL_DECODER_PREFIX = "model.pixel_level_module.decoder."
+TRANSFORMER_PREFIX = "model.transformer_module."
+CLASSIFIER_KEYS = ("class_predictor.weight", "class_predictor.bias")
+
+# (transformers 5.x in-memory fragment, Hub fragment)
+RENAMES = (
+    (re.compile(r"\.(self_attn|encoder_attn)\.o_proj\."), r".\1.out_proj."),
+    (re.compile(r"\.mlp\.(fc[12])\."), r".\1."),
+)
+
+
+def normalize_keys(state):
+    """Any accepted layout -> ``(Hub-layout state, layout name)``.
+
+    Raises: ValueError when two keys collapse onto one name (a mixed checkpoint).
+    """
+    out, layout = {}, "Hub"
+    for key, value in state.items():
+        name = key[len("module."):] if key.startswith("module.") else key
+        if not name.startswith(BACKBONE_PREFIX):
+            for pattern, repl in RENAMES:
+                new = pattern.sub(repl, name)
+                if new != name:
+                    name, layout = new, "transformers 5.x"
+        if name in out:
+            raise ValueError(f"checkpoint keys collide after renaming: {key!r} -> {name!r} appears twice")
+        out[name] = value
+    return out, layout
+
+
+def _conv(t, key, layer):
+    t[f"{key}.weight"] = Target(f"{key}.weight", layer.kernel, conv_kernel)
+    if layer.use_bias:
+        t[f"{key}.bias"] = Target(f"{key}.bias", layer.bias)
+
+
+def _dense(t, key, layer):
+    t[f"{key}.weight"] = Target(f"{key}.weight", layer.kernel, linear_kernel)
+    t[f"{key}.bias"] = Target(f"{key}.bias", layer.bias)
+
+
+def _norm(t, key, layer):
+    t[f"{key}.weight"] = Target(f"{key}.weight", layer.gamma)
+    t[f"{key}.bias"] = Target(f"{key}.bias", layer.beta)
+
+
+def head_targets(model):
+    """``{Hub key: Target}`` for every non-backbone variable of a kseg ``MaskFormer``."""
+    t = {}
+    pd, p = model.pixel_decoder, PIXEL_DECODER_PREFIX
+    _conv(t, f"{p}fpn.stem.0", pd.stem.conv)
+    _norm(t, f"{p}fpn.stem.1", pd.stem.norm)
+    for i, layer in enumerate(pd.fpn_layers):
+        _conv(t, f"{p}fpn.layers.{i}.proj.0", layer.proj_conv)
+        _norm(t, f"{p}fpn.layers.{i}.proj.1", layer.proj_norm)
+        _conv(t, f"{p}fpn.layers.{i}.block.0", layer.block.conv)
+        _norm(t, f"{p}fpn.layers.{i}.block.1", layer.block.norm)
+    _conv(t, f"{p}mask_projection", pd.mask_projection)
+    tm, p = model.transformer_module, TRANSFORMER_PREFIX
+    t[f"{p}queries_embedder.weight"] = Target(f"{p}queries_embedder.weight", tm.query_embed, identity)
+    if tm.input_projection is not None:
+        _conv(t, f"{p}input_projection", tm.input_projection)
+    for i, layer in enumerate(tm.decoder_layers):
+        q = f"{p}decoder.layers.{i}"
+        for attn_name in ("self_attn", "encoder_attn"):
+            attn = getattr(layer, attn_name)
+            for proj in ("q_proj", "k_proj", "v_proj"):
+                _dense(t, f"{q}.{attn_name}.{proj}", getattr(attn, proj))
+            _dense(t, f"{q}.{attn_name}.out_proj", attn.o_proj)
+        _norm(t, f"{q}.self_attn_layer_norm", layer.self_attn_layer_norm)
+        _norm(t, f"{q}.encoder_attn_layer_norm", layer.encoder_attn_layer_norm)
+        _dense(t, f"{q}.fc1", layer.fc1)
+        _dense(t, f"{q}.fc2", layer.fc2)
+        _norm(t, f"{q}.final_layer_norm", layer.final_layer_norm)
+    _norm(t, f"{p}decoder.layernorm", tm.layernorm)
+    _dense(t, "class_predictor", model.class_predictor)
+    for i, layer in enumerate(model.mask_embedder.dense_layers):
+        _dense(t, f"mask_embedder.{i}.0", layer)
+    return t
+
+
+def load_backbone(model, state, prefix, strict):
+    """Loads the backbone keys under ``prefix`` with the Swin or ResNet converter."""
+    if model.backbone_name.startswith("swin"):
+        from kseg.convert.swin import load_swin
+
+        return load_swin(model.backbone, state, prefix=prefix, strict=strict)
+    from kseg.convert.resnet import load_resnet
+
+    return load_resnet(model.backbone, state, prefix=prefix, strict=strict)
+
+
+def load_heads(model, state, targets, report, strict, skip_classifier, describe):
+    """Shape-checks ``targets`` against ``state`` and returns the (target, array) pairs.
+
+    Fills ``report.missing``/``unexpected``/``skipped``; nothing is assigned here.
+    Raises: ValueError for unexpected/missing head keys when ``strict``; ShapeMismatchError.
+    """
+    if skip_classifier:
+        for key in [k for k in targets if k.startswith(("class_predictor.", "class_embed.",
+                                                        "sem_seg_head.predictor.class_embed."))]:
+            targets.pop(key)
+            if key in state:
+                report.skipped[key] = "skip_classifier=True: classifier left at initialisation for fine-tuning"
+    report.unexpected = sorted(k for k in state if k not in targets and k not in report.skipped)
+    report.missing = sorted(k for k in targets if k not in state)
+    if strict and (report.unexpected or report.missing):
+        raise ValueError(
+            f"checkpoint does not match the MaskFormer heads: {len(report.unexpected)} unexpected keys "
+            f"{report.unexpected[:4]}, {len(report.missing)} missing keys {report.missing[:4]}. "
+            f"Model: {describe(model)}. Pass strict=False to load the matching keys.")
+    return check_shapes(
+        [targets[k] for k in targets if k in state], state,
+        hint=lambda key, *_: ("another class count (set num_classes, or skip_classifier=True to fine-tune)"
+                              if "class" in key else f"another MaskFormer configuration (model: {describe(model)})"))
+
+
+def describe_model(model):
+    return (f"backbone {model.backbone_name}, {model.num_queries} queries, d {model.hidden_size}, "
+            f"{model.decoder_layers} decoder layers, FPN {model.fpn_feature_size}, mask dim "
+            f"{model.mask_feature_size}, {model.num_classes} classes")
+
+
+def load_hf_maskformer(model, source, strict=True, skip_classifier=False):
+    """Loads a HF ``MaskFormerForInstanceSegmentation`` checkpoint into a kseg MaskFormer, in place.
+
+    Args:
+      model: a kseg ``MaskFormer`` (built here if needed) whose backbone, widths, query
+        count and decoder depth match the checkpoint (e.g. ``maskformer_swin_b`` for
+        ``facebook/maskformer-swin-base-ade`` with ``num_classes=150``).
+      source: a HF model folder, one ``.safetensors`` / ``.bin`` file, or a mapping of key ->
+        numpy array / torch tensor (``hf_model.state_dict()``), layout (a) or (b).
+      strict: raise on head keys that map to nothing or model variables the checkpoint lacks
+        (the backbone converter applies its own strictness).
+      skip_classifier: leave ``class_predictor`` at initialisation (fine-tuning on another
+        label set; ``num_classes`` may then differ from the checkpoint's).
+    Returns: a :class:`~kseg.convert.common.LoadReport`; ``report.info["backbone"]`` holds the
+      backbone converter's report.
+    Raises: ValueError (unexpected/missing keys when strict; a ShapeMismatchError naming the
+      key and both shapes for another variant or class count). Head variables are only
+      assigned after the head keys and the backbone were checked and loaded.
+    """
+    state, layout = normalize_keys(read_state_dict(source))
+    if not model.built:
+        model.build((None, None, None, 3))
+    report = LoadReport(layout=f"{layout} MaskFormerForInstanceSegmentation keys")
+    heads = {k: v for k, v in state.items() if not k.startswith(BACKBONE_PREFIX)}
+    if heads.pop("criterion.empty_weight", None) is not None:
+        report.skipped["criterion.empty_weight"] = "loss buffer (no-object weight), rebuilt by the criterion"
+    pairs = load_heads(model, heads, head_targets(model), report, strict, skip_classifier, describe_model)
+    backbone_report = load_backbone(model, state, BACKBONE_PREFIX, strict)
+    assign_all(pairs)
+    report.loaded = [t.key for t, _ in pairs] + [BACKBONE_PREFIX + k for k in backbone_report.loaded]
+    report.skipped.update({BACKBONE_PREFIX + k: v for k, v in backbone_report.skipped.items()})
+    report.untouched = [t.variable.path for k, t in head_targets(model).items() if k in report.missing]
+    report.notes += backbone_report.notes
+    report.info["backbone"] = backbone_report
+    return report

@@ -1,0 +1,5 @@
+"""Utilities that are not part of a model: FLOPs counting (:mod:`kseg.utils.flops`)."""
+
+from kseg.utils.flops import FlopsReport, count_flops, count_graph_macs
+
+__all__ = ["FlopsReport", "count_flops", "count_graph_macs"]
