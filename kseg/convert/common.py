@@ -168,6 +168,44 @@ class ShapeMismatchError(ValueError):
     """A checkpoint array does not fit its variable: the key, both shapes and a hint."""
 
 
+def strip_prefixes(key, prefixes):
+    """``key`` without any leading ``prefixes`` (repeatedly: ``module.backbone.x`` -> ``x``)."""
+    changed = True
+    while changed:
+        changed = False
+        for p in prefixes:
+            if key.startswith(p):
+                key, changed = key[len(p):], True
+    return key
+
+
+def dense_targets(targets, key, layer, transform=linear_kernel):
+    """Binds ``{key}.weight`` (through ``transform``) and, when the layer has one,
+    ``{key}.bias`` of a Keras Dense / Conv layer into ``targets``."""
+    targets[f"{key}.weight"] = Target(f"{key}.weight", layer.kernel, transform)
+    if getattr(layer, "use_bias", True) and getattr(layer, "bias", None) is not None:
+        targets[f"{key}.bias"] = Target(f"{key}.bias", layer.bias)
+
+
+def conv_targets(targets, key, layer, transform=conv_kernel):
+    """:func:`dense_targets` of a conv layer (torch (out, in, kh, kw) kernels)."""
+    dense_targets(targets, key, layer, transform)
+
+
+def norm_targets(targets, key, layer):
+    """LayerNorm / GroupNorm ``{key}.weight`` / ``.bias`` -> ``gamma`` / ``beta``."""
+    targets[f"{key}.weight"] = Target(f"{key}.weight", layer.gamma)
+    targets[f"{key}.bias"] = Target(f"{key}.bias", layer.beta)
+
+
+def batchnorm_targets(targets, key, layer):
+    """BatchNorm: :func:`norm_targets` plus ``running_mean`` / ``running_var`` ->
+    ``moving_mean`` / ``moving_variance``."""
+    norm_targets(targets, key, layer)
+    targets[f"{key}.running_mean"] = Target(f"{key}.running_mean", layer.moving_mean)
+    targets[f"{key}.running_var"] = Target(f"{key}.running_var", layer.moving_variance)
+
+
 def check_shapes(targets, state, hint=None):
     """Transforms every target's array and checks it against its variable's shape.
 

@@ -36,9 +36,10 @@ from kseg.convert.common import (
     Target,
     assign_all,
     check_shapes,
-    conv_kernel,
+    conv_targets,
+    dense_targets,
     identity,
-    linear_kernel,
+    norm_targets,
     read_state_dict,
 )
 
@@ -73,54 +74,44 @@ def normalize_keys(state):
     return out, layout
 
 
-def _conv(t, key, layer):
-    t[f"{key}.weight"] = Target(f"{key}.weight", layer.kernel, conv_kernel)
-    if layer.use_bias:
-        t[f"{key}.bias"] = Target(f"{key}.bias", layer.bias)
 
 
-def _dense(t, key, layer):
-    t[f"{key}.weight"] = Target(f"{key}.weight", layer.kernel, linear_kernel)
-    t[f"{key}.bias"] = Target(f"{key}.bias", layer.bias)
 
 
-def _norm(t, key, layer):
-    t[f"{key}.weight"] = Target(f"{key}.weight", layer.gamma)
-    t[f"{key}.bias"] = Target(f"{key}.bias", layer.beta)
 
 
 def head_targets(model):
     """``{Hub key: Target}`` for every non-backbone variable of a kseg ``MaskFormer``."""
     t = {}
     pd, p = model.pixel_decoder, PIXEL_DECODER_PREFIX
-    _conv(t, f"{p}fpn.stem.0", pd.stem.conv)
-    _norm(t, f"{p}fpn.stem.1", pd.stem.norm)
+    conv_targets(t, f"{p}fpn.stem.0", pd.stem.conv)
+    norm_targets(t, f"{p}fpn.stem.1", pd.stem.norm)
     for i, layer in enumerate(pd.fpn_layers):
-        _conv(t, f"{p}fpn.layers.{i}.proj.0", layer.proj_conv)
-        _norm(t, f"{p}fpn.layers.{i}.proj.1", layer.proj_norm)
-        _conv(t, f"{p}fpn.layers.{i}.block.0", layer.block.conv)
-        _norm(t, f"{p}fpn.layers.{i}.block.1", layer.block.norm)
-    _conv(t, f"{p}mask_projection", pd.mask_projection)
+        conv_targets(t, f"{p}fpn.layers.{i}.proj.0", layer.proj_conv)
+        norm_targets(t, f"{p}fpn.layers.{i}.proj.1", layer.proj_norm)
+        conv_targets(t, f"{p}fpn.layers.{i}.block.0", layer.block.conv)
+        norm_targets(t, f"{p}fpn.layers.{i}.block.1", layer.block.norm)
+    conv_targets(t, f"{p}mask_projection", pd.mask_projection)
     tm, p = model.transformer_module, TRANSFORMER_PREFIX
     t[f"{p}queries_embedder.weight"] = Target(f"{p}queries_embedder.weight", tm.query_embed, identity)
     if tm.input_projection is not None:
-        _conv(t, f"{p}input_projection", tm.input_projection)
+        conv_targets(t, f"{p}input_projection", tm.input_projection)
     for i, layer in enumerate(tm.decoder_layers):
         q = f"{p}decoder.layers.{i}"
         for attn_name in ("self_attn", "encoder_attn"):
             attn = getattr(layer, attn_name)
             for proj in ("q_proj", "k_proj", "v_proj"):
-                _dense(t, f"{q}.{attn_name}.{proj}", getattr(attn, proj))
-            _dense(t, f"{q}.{attn_name}.out_proj", attn.o_proj)
-        _norm(t, f"{q}.self_attn_layer_norm", layer.self_attn_layer_norm)
-        _norm(t, f"{q}.encoder_attn_layer_norm", layer.encoder_attn_layer_norm)
-        _dense(t, f"{q}.fc1", layer.fc1)
-        _dense(t, f"{q}.fc2", layer.fc2)
-        _norm(t, f"{q}.final_layer_norm", layer.final_layer_norm)
-    _norm(t, f"{p}decoder.layernorm", tm.layernorm)
-    _dense(t, "class_predictor", model.class_predictor)
+                dense_targets(t, f"{q}.{attn_name}.{proj}", getattr(attn, proj))
+            dense_targets(t, f"{q}.{attn_name}.out_proj", attn.o_proj)
+        norm_targets(t, f"{q}.self_attn_layer_norm", layer.self_attn_layer_norm)
+        norm_targets(t, f"{q}.encoder_attn_layer_norm", layer.encoder_attn_layer_norm)
+        dense_targets(t, f"{q}.fc1", layer.fc1)
+        dense_targets(t, f"{q}.fc2", layer.fc2)
+        norm_targets(t, f"{q}.final_layer_norm", layer.final_layer_norm)
+    norm_targets(t, f"{p}decoder.layernorm", tm.layernorm)
+    dense_targets(t, "class_predictor", model.class_predictor)
     for i, layer in enumerate(model.mask_embedder.dense_layers):
-        _dense(t, f"mask_embedder.{i}.0", layer)
+        dense_targets(t, f"mask_embedder.{i}.0", layer)
     return t
 
 

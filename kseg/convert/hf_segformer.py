@@ -48,10 +48,11 @@ from kseg.convert.common import (
     Target,
     assign_all,
     check_shapes,
-    conv_kernel,
+    conv_targets,
+    dense_targets,
     depthwise_kernel,
     identity,
-    linear_kernel,
+    norm_targets,
     read_state_dict,
 )
 
@@ -180,45 +181,34 @@ def _matching_variants(hidden_sizes, depths, decoder_dim):
 # --------------------------------------------------------------------------- the key map
 
 
-def _dense(targets, prefix, layer):
-    targets[f"{prefix}.weight"] = Target(f"{prefix}.weight", layer.kernel, linear_kernel)
-    if layer.use_bias:
-        targets[f"{prefix}.bias"] = Target(f"{prefix}.bias", layer.bias)
 
 
-def _conv(targets, prefix, layer, transform=conv_kernel):
-    targets[f"{prefix}.weight"] = Target(f"{prefix}.weight", layer.kernel, transform)
-    if layer.use_bias:
-        targets[f"{prefix}.bias"] = Target(f"{prefix}.bias", layer.bias)
 
 
-def _norm(targets, prefix, layer):
-    targets[f"{prefix}.weight"] = Target(f"{prefix}.weight", layer.gamma)
-    targets[f"{prefix}.bias"] = Target(f"{prefix}.bias", layer.beta)
 
 
 def encoder_targets(encoder, prefix=ENCODER_PREFIX):
     """``{hub key: Target}`` for every variable of a kseg ``MiT`` encoder."""
     t = {}
     for i, embed in enumerate(encoder.patch_embeddings):
-        _conv(t, f"{prefix}patch_embeddings.{i}.proj", embed.proj)
-        _norm(t, f"{prefix}patch_embeddings.{i}.layer_norm", embed.layer_norm)
+        conv_targets(t, f"{prefix}patch_embeddings.{i}.proj", embed.proj)
+        norm_targets(t, f"{prefix}patch_embeddings.{i}.layer_norm", embed.layer_norm)
         for j, blk in enumerate(encoder.block[i]):
             p = f"{prefix}block.{i}.{j}"
             attn = blk.attention
-            _norm(t, f"{p}.layer_norm_1", blk.layer_norm_1)
-            _dense(t, f"{p}.attention.self.query", attn.query)
-            _dense(t, f"{p}.attention.self.key", attn.key)
-            _dense(t, f"{p}.attention.self.value", attn.value)
+            norm_targets(t, f"{p}.layer_norm_1", blk.layer_norm_1)
+            dense_targets(t, f"{p}.attention.self.query", attn.query)
+            dense_targets(t, f"{p}.attention.self.key", attn.key)
+            dense_targets(t, f"{p}.attention.self.value", attn.value)
             if attn.sr_ratio > 1:
-                _conv(t, f"{p}.attention.self.sr", attn.sr)
-                _norm(t, f"{p}.attention.self.layer_norm", attn.layer_norm)
-            _dense(t, f"{p}.attention.output.dense", attn.dense)
-            _norm(t, f"{p}.layer_norm_2", blk.layer_norm_2)
-            _dense(t, f"{p}.mlp.dense1", blk.mlp.dense1)
-            _conv(t, f"{p}.mlp.dwconv.dwconv", blk.mlp.dwconv, depthwise_kernel)
-            _dense(t, f"{p}.mlp.dense2", blk.mlp.dense2)
-        _norm(t, f"{prefix}layer_norm.{i}", encoder.layer_norm[i])
+                conv_targets(t, f"{p}.attention.self.sr", attn.sr)
+                norm_targets(t, f"{p}.attention.self.layer_norm", attn.layer_norm)
+            dense_targets(t, f"{p}.attention.output.dense", attn.dense)
+            norm_targets(t, f"{p}.layer_norm_2", blk.layer_norm_2)
+            dense_targets(t, f"{p}.mlp.dense1", blk.mlp.dense1)
+            conv_targets(t, f"{p}.mlp.dwconv.dwconv", blk.mlp.dwconv, depthwise_kernel)
+            dense_targets(t, f"{p}.mlp.dense2", blk.mlp.dense2)
+        norm_targets(t, f"{prefix}layer_norm.{i}", encoder.layer_norm[i])
     return t
 
 
@@ -226,13 +216,13 @@ def head_targets(head, prefix=HEAD_PREFIX):
     """``{hub key: Target}`` for every variable of a kseg ``SegFormerHead``."""
     t = {}
     for i, layer in enumerate(head.linear_c):
-        _dense(t, f"{prefix}linear_c.{i}.proj", layer)
-    _conv(t, f"{prefix}linear_fuse", head.linear_fuse)
+        dense_targets(t, f"{prefix}linear_c.{i}.proj", layer)
+    conv_targets(t, f"{prefix}linear_fuse", head.linear_fuse)
     bn = head.batch_norm
-    _norm(t, f"{prefix}batch_norm", bn)
+    norm_targets(t, f"{prefix}batch_norm", bn)
     t[f"{prefix}batch_norm.running_mean"] = Target(f"{prefix}batch_norm.running_mean", bn.moving_mean, identity)
     t[f"{prefix}batch_norm.running_var"] = Target(f"{prefix}batch_norm.running_var", bn.moving_variance, identity)
-    _conv(t, f"{prefix}classifier", head.classifier)
+    conv_targets(t, f"{prefix}classifier", head.classifier)
     return t
 
 

@@ -30,14 +30,17 @@ import numpy as np
 from kseg.convert.common import (
     LoadReport,
     ShapeMismatchError,
-    Target,
     assign_all,
+    batchnorm_targets,
     check_shapes,
     conv_kernel,
+    conv_targets,
+    norm_targets,
     read_state_dict,
+    strip_prefixes,
 )
-from kseg.convert.swin import HF_MASKFORMER_PREFIX, auto_prefix
-_BN = {"weight": "gamma", "bias": "beta", "running_mean": "moving_mean", "running_var": "moving_variance"}
+from kseg.convert.swin import auto_prefix
+
 _PREFIXES = ("module.", "backbone.", "resnet.", "model.")
 
 
@@ -103,13 +106,7 @@ def read_d2_pickle(path):
 
 
 def _strip(key):
-    changed = True
-    while changed:
-        changed = False
-        for p in _PREFIXES:
-            if key.startswith(p):
-                key, changed = key[len(p):], True
-    return key
+    return strip_prefixes(key, _PREFIXES)
 
 
 def normalize_keys(state):
@@ -136,13 +133,10 @@ def normalize_keys(state):
 
 
 def _conv(t, key, layer):
-    t[f"{key}.weight"] = Target(f"{key}.weight", layer.kernel, conv_kernel)
-    if layer.bias is not None:
-        t[f"{key}.bias"] = Target(f"{key}.bias", layer.bias)
+    conv_targets(t, key, layer)
     if layer.norm is not None:
-        names = _BN if hasattr(layer.norm, "moving_mean") else {"weight": "gamma", "bias": "beta"}
-        for src, dst in names.items():
-            t[f"{key}.norm.{src}"] = Target(f"{key}.norm.{src}", getattr(layer.norm, dst))
+        bind_norm = batchnorm_targets if hasattr(layer.norm, "moving_mean") else norm_targets
+        bind_norm(t, f"{key}.norm", layer.norm)
 
 
 def backbone_targets(backbone):

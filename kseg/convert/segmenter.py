@@ -48,8 +48,9 @@ from kseg.convert.common import (
     Target,
     assign_all,
     check_shapes,
+    dense_targets,
     identity,
-    linear_kernel,
+    norm_targets,
 )
 from kseg.convert.vit import bind_encoder, load_vit_state, read_vit_checkpoint, rename_key
 
@@ -71,15 +72,8 @@ _NOT_WEIGHTS = re.compile(r"(^|\.)(num_batches_tracked|loss_decode\..*)$|^data_p
 # --------------------------------------------------------------------------- shared helpers
 
 
-def dense_targets(t, key, layer, transform=linear_kernel):
-    t[f"{key}.weight"] = Target(f"{key}.weight", layer.kernel, transform)
-    if getattr(layer, "use_bias", True) and getattr(layer, "bias", None) is not None:
-        t[f"{key}.bias"] = Target(f"{key}.bias", layer.bias)
 
 
-def norm_targets(t, key, layer):
-    t[f"{key}.weight"] = Target(f"{key}.weight", layer.gamma)
-    t[f"{key}.bias"] = Target(f"{key}.bias", layer.beta)
 
 
 def block_targets(t, key, blk):

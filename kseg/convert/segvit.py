@@ -48,8 +48,10 @@ from kseg.convert.common import (
     assign_all,
     check_shapes,
     conv_kernel,
+    dense_targets,
     identity,
     linear_kernel,
+    norm_targets,
     read_state_dict,
 )
 from kseg.layers.pos_embed import resample_pos_embed
@@ -66,21 +68,15 @@ def _rows(start, stop, transform):
     return lambda a: transform(np.asarray(a)[start:stop])
 
 
-def _dense(t, key, layer):
-    t[f"{key}.weight"] = Target(f"{key}.weight", layer.kernel, linear_kernel)
-    t[f"{key}.bias"] = Target(f"{key}.bias", layer.bias)
 
 
-def _norm(t, key, layer):
-    t[f"{key}.weight"] = Target(f"{key}.weight", layer.gamma)
-    t[f"{key}.bias"] = Target(f"{key}.bias", layer.beta)
 
 
 def _decoder_layer(t, p, layer, fused_cross):
     sa = layer.self_attn
     t[f"{p}.self_attn.in_proj_weight"] = Target(f"{p}.self_attn.in_proj_weight", sa.in_proj.kernel, linear_kernel)
     t[f"{p}.self_attn.in_proj_bias"] = Target(f"{p}.self_attn.in_proj_bias", sa.in_proj.bias)
-    _dense(t, f"{p}.self_attn.out_proj", sa.out_proj)
+    dense_targets(t, f"{p}.self_attn.out_proj", sa.out_proj)
     ca = layer.multihead_attn
     if fused_cross:
         # Three kseg variables read one stacked checkpoint tensor: their table keys get a
@@ -92,22 +88,22 @@ def _decoder_layer(t, p, layer, fused_cross):
                 f"{p}.multihead_attn.in_proj_weight", sub.kernel, _rows(lo, hi, linear_kernel))
             t[f"{p}.multihead_attn.in_proj_bias#{i}"] = Target(
                 f"{p}.multihead_attn.in_proj_bias", sub.bias, _rows(lo, hi, identity))
-        _dense(t, f"{p}.multihead_attn.out_proj", ca.proj)
+        dense_targets(t, f"{p}.multihead_attn.out_proj", ca.proj)
     else:
         for n in ("q", "k", "v", "proj"):
-            _dense(t, f"{p}.multihead_attn.{n}", getattr(ca, n))
+            dense_targets(t, f"{p}.multihead_attn.{n}", getattr(ca, n))
     for n in ("linear1", "linear2"):
-        _dense(t, f"{p}.{n}", getattr(layer, n))
+        dense_targets(t, f"{p}.{n}", getattr(layer, n))
     for n in ("norm1", "norm2", "norm3"):
-        _norm(t, f"{p}.{n}", getattr(layer, n))
+        norm_targets(t, f"{p}.{n}", getattr(layer, n))
 
 
 def _atm(t, p, head):
     t[f"{p}.q.weight"] = Target(f"{p}.q.weight", head.q)
-    _dense(t, f"{p}.class_embed", head.class_embed)
+    dense_targets(t, f"{p}.class_embed", head.class_embed)
     for s, (proj, norm) in enumerate(zip(head.input_proj, head.proj_norm), start=1):
-        _dense(t, f"{p}.input_proj_{s}", proj)
-        _norm(t, f"{p}.proj_norm_{s}", norm)
+        dense_targets(t, f"{p}.input_proj_{s}", proj)
+        norm_targets(t, f"{p}.proj_norm_{s}", norm)
     for s, dec in enumerate(head.decoder, start=1):
         for j, layer in enumerate(dec.layers):
             _decoder_layer(t, f"{p}.decoder_{s}.layers.{j}", layer, fused_cross=False)
@@ -125,19 +121,19 @@ def segvit_targets(model):
     t["backbone.pos_embed"] = Target("backbone.pos_embed", enc.pos_embed)
     for i, blk in enumerate(enc.blocks):
         p = f"backbone.layers.{i}"
-        _norm(t, f"{p}.ln1", blk.norm1)
+        norm_targets(t, f"{p}.ln1", blk.norm1)
         t[f"{p}.attn.attn.in_proj_weight"] = Target(f"{p}.attn.attn.in_proj_weight", blk.attn.qkv.kernel,
                                                     linear_kernel)
         t[f"{p}.attn.attn.in_proj_bias"] = Target(f"{p}.attn.attn.in_proj_bias", blk.attn.qkv.bias)
-        _dense(t, f"{p}.attn.attn.out_proj", blk.attn.proj)
-        _norm(t, f"{p}.ln2", blk.norm2)
-        _dense(t, f"{p}.ffn.layers.0.0", blk.mlp.fc1)
-        _dense(t, f"{p}.ffn.layers.1", blk.mlp.fc2)
+        dense_targets(t, f"{p}.attn.attn.out_proj", blk.attn.proj)
+        norm_targets(t, f"{p}.ln2", blk.norm2)
+        dense_targets(t, f"{p}.ffn.layers.0.0", blk.mlp.fc1)
+        dense_targets(t, f"{p}.ffn.layers.1", blk.mlp.fc2)
     if model.shrunk:
         t["decode_head.q.weight"] = Target("decode_head.q.weight", head.q)
         for s, (proj, norm, dec) in enumerate(zip(head.input_proj, head.proj_norm, head.decoder), start=1):
-            _dense(t, f"decode_head.input_proj_{s}", proj)
-            _norm(t, f"decode_head.proj_norm_{s}", norm)
+            dense_targets(t, f"decode_head.input_proj_{s}", proj)
+            norm_targets(t, f"decode_head.proj_norm_{s}", norm)
             for j, layer in enumerate(dec.layers):
                 _decoder_layer(t, f"decode_head.decoder_{s}.layers.{j}", layer, fused_cross=True)
         _atm(t, "decode_head.atm", head.atm)

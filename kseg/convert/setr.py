@@ -49,8 +49,8 @@ import re
 
 import numpy as np
 
-from kseg.convert.common import LoadReport, Target, conv_kernel
-from kseg.convert.segmenter import finish_load, norm_targets, prefixed_encoder, strip_module
+from kseg.convert.common import LoadReport, batchnorm_targets, conv_targets, norm_targets
+from kseg.convert.segmenter import finish_load, prefixed_encoder, strip_module
 from kseg.convert.vit import load_vit_state, read_vit_checkpoint, rename_key
 
 AUTHORS, MMSEG, ENCODER_ONLY = "authors", "mmseg", "encoder"
@@ -168,24 +168,16 @@ def _mmseg_to_authors(state, kind, num_levels, report, origin):
 # --------------------------------------------------------------------------- binding
 
 
-def _conv(t, key, layer):
-    t[f"{key}.weight"] = Target(f"{key}.weight", layer.kernel, conv_kernel)
-    if layer.use_bias:
-        t[f"{key}.bias"] = Target(f"{key}.bias", layer.bias)
 
 
-def _bn(t, key, layer):
-    for src, var in (("weight", layer.gamma), ("bias", layer.beta), ("running_mean", layer.moving_mean),
-                     ("running_var", layer.moving_variance)):
-        t[f"{key}.{src}"] = Target(f"{key}.{src}", var)
 
 
 def _up_head(t, key, head):
     norm_targets(t, f"{key}.norm", head.norm)
     for i, (conv, bn) in enumerate(zip(head.convs, head.bns)):
-        _conv(t, f"{key}.conv_{i}", conv)
-        _bn(t, f"{key}.syncbn_fc_{i}", bn)
-    _conv(t, f"{key}.conv_{len(head.convs)}", head.cls)
+        conv_targets(t, f"{key}.conv_{i}", conv)
+        batchnorm_targets(t, f"{key}.syncbn_fc_{i}", bn)
+    conv_targets(t, f"{key}.conv_{len(head.convs)}", head.cls)
 
 
 def head_targets(model):
@@ -196,20 +188,20 @@ def head_targets(model):
         for i in range(neck.num_levels):
             k = i + 2
             norm_targets(t, f"backbone.norm_{i}", neck.norms[i])
-            _conv(t, f"backbone.mla.mla_p{k}_1x1.0", neck.reduce[i])
-            _bn(t, f"backbone.mla.mla_p{k}_1x1.1", neck.reduce_bn[i])
-            _conv(t, f"backbone.mla.mla_p{k}.0", neck.smooth[i])
-            _bn(t, f"backbone.mla.mla_p{k}.1", neck.smooth_bn[i])
+            conv_targets(t, f"backbone.mla.mla_p{k}_1x1.0", neck.reduce[i])
+            batchnorm_targets(t, f"backbone.mla.mla_p{k}_1x1.1", neck.reduce_bn[i])
+            conv_targets(t, f"backbone.mla.mla_p{k}.0", neck.smooth[i])
+            batchnorm_targets(t, f"backbone.mla.mla_p{k}.1", neck.smooth_bn[i])
         head = model.decode_head
         for i, (convs, bns) in enumerate(zip(head.convs, head.bns)):
             p = f"decode_head.mlahead.head{i + 2}"
-            _conv(t, f"{p}.0", convs[0])
-            _bn(t, f"{p}.1", bns[0])
-            _conv(t, f"{p}.3", convs[1])
-            _bn(t, f"{p}.4", bns[1])
-        _conv(t, "decode_head.cls", head.cls)
+            conv_targets(t, f"{p}.0", convs[0])
+            batchnorm_targets(t, f"{p}.1", bns[0])
+            conv_targets(t, f"{p}.3", convs[1])
+            batchnorm_targets(t, f"{p}.4", bns[1])
+        conv_targets(t, "decode_head.cls", head.cls)
         for j, aux in enumerate(model.aux):
-            _conv(t, f"auxiliary_head.{j}.aux", aux.aux)
+            conv_targets(t, f"auxiliary_head.{j}.aux", aux.aux)
     else:
         _up_head(t, "decode_head", model.decode_head)
         for j, aux in enumerate(model.aux):

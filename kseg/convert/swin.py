@@ -44,8 +44,11 @@ from kseg.convert.common import (
     assign_all,
     check_shapes,
     conv_kernel,
+    dense_targets,
     linear_kernel,
+    norm_targets,
     read_state_dict,
+    strip_prefixes,
 )
 
 HF_MASKFORMER_PREFIX = "model.pixel_level_module.encoder."
@@ -79,13 +82,7 @@ _QKV = re.compile(r"^(layers\.\d+\.blocks\.\d+\.attn)\.(query|q)\.(weight|bias)$
 
 
 def _strip(key):
-    changed = True
-    while changed:
-        changed = False
-        for p in _PREFIXES:
-            if key.startswith(p):
-                key, changed = key[len(p):], True
-    return key
+    return strip_prefixes(key, _PREFIXES)
 
 
 def _read(source):
@@ -163,15 +160,8 @@ def normalize_keys(state):
     return out, layout, skipped
 
 
-def _dense(t, key, layer):
-    t[f"{key}.weight"] = Target(f"{key}.weight", layer.kernel, linear_kernel)
-    if layer.use_bias:
-        t[f"{key}.bias"] = Target(f"{key}.bias", layer.bias)
 
 
-def _norm(t, key, layer):
-    t[f"{key}.weight"] = Target(f"{key}.weight", layer.gamma)
-    t[f"{key}.bias"] = Target(f"{key}.bias", layer.beta)
 
 
 def backbone_targets(backbone):
@@ -180,23 +170,23 @@ def backbone_targets(backbone):
         "patch_embed.proj.weight": Target("patch_embed.proj.weight", backbone.patch_embed.proj.kernel, conv_kernel),
         "patch_embed.proj.bias": Target("patch_embed.proj.bias", backbone.patch_embed.proj.bias),
     }
-    _norm(t, "patch_embed.norm", backbone.patch_embed.norm)
+    norm_targets(t, "patch_embed.norm", backbone.patch_embed.norm)
     for i, stage in enumerate(backbone.layers):
         for j, blk in enumerate(stage.blocks):
             p = f"layers.{i}.blocks.{j}"
-            _norm(t, f"{p}.norm1", blk.norm1)
-            _dense(t, f"{p}.attn.qkv", blk.attn.qkv)
-            _dense(t, f"{p}.attn.proj", blk.attn.proj)
+            norm_targets(t, f"{p}.norm1", blk.norm1)
+            dense_targets(t, f"{p}.attn.qkv", blk.attn.qkv)
+            dense_targets(t, f"{p}.attn.proj", blk.attn.proj)
             key = f"{p}.attn.relative_position_bias_table"
             t[key] = Target(key, blk.attn.relative_position_bias_table)
-            _norm(t, f"{p}.norm2", blk.norm2)
-            _dense(t, f"{p}.mlp.fc1", blk.mlp.fc1)
-            _dense(t, f"{p}.mlp.fc2", blk.mlp.fc2)
+            norm_targets(t, f"{p}.norm2", blk.norm2)
+            dense_targets(t, f"{p}.mlp.fc1", blk.mlp.fc1)
+            dense_targets(t, f"{p}.mlp.fc2", blk.mlp.fc2)
         if stage.downsample is not None:
-            _norm(t, f"layers.{i}.downsample.norm", stage.downsample.norm)
-            _dense(t, f"layers.{i}.downsample.reduction", stage.downsample.reduction)
+            norm_targets(t, f"layers.{i}.downsample.norm", stage.downsample.norm)
+            dense_targets(t, f"layers.{i}.downsample.reduction", stage.downsample.reduction)
     for i in backbone.norm_indices:
-        _norm(t, f"norm{i}", getattr(backbone, f"norm{i}"))
+        norm_targets(t, f"norm{i}", getattr(backbone, f"norm{i}"))
     return t
 
 

@@ -46,9 +46,11 @@ from kseg.convert.common import (
     assign_all,
     check_shapes,
     conv_kernel,
+    dense_targets,
     identity,
-    linear_kernel,
+    norm_targets,
     read_state_dict,
+    strip_prefixes,
 )
 from kseg.layers.pos_embed import resample_pos_embed
 
@@ -159,13 +161,7 @@ def _read(source):
 
 
 def _strip(key):
-    changed = True
-    while changed:
-        changed = False
-        for p in _PREFIXES:
-            if key.startswith(p):
-                key, changed = key[len(p):], True
-    return key
+    return strip_prefixes(key, _PREFIXES)
 
 
 def rename_key(key):
@@ -223,15 +219,8 @@ def describe_checkpoint(state):
     }
 
 
-def _dense(t, prefix, layer):
-    t[f"{prefix}.weight"] = Target(f"{prefix}.weight", layer.kernel, linear_kernel)
-    if layer.use_bias:
-        t[f"{prefix}.bias"] = Target(f"{prefix}.bias", layer.bias)
 
 
-def _norm(t, prefix, layer):
-    t[f"{prefix}.weight"] = Target(f"{prefix}.weight", layer.gamma)
-    t[f"{prefix}.bias"] = Target(f"{prefix}.bias", layer.beta)
 
 
 def encoder_targets(encoder):
@@ -246,14 +235,14 @@ def encoder_targets(encoder):
         t["dist_token"] = Target("dist_token", encoder.dist_token, identity)
     for i, blk in enumerate(encoder.blocks):
         p = f"blocks.{i}"
-        _norm(t, f"{p}.norm1", blk.norm1)
-        _dense(t, f"{p}.attn.qkv", blk.attn.qkv)
-        _dense(t, f"{p}.attn.proj", blk.attn.proj)
-        _norm(t, f"{p}.norm2", blk.norm2)
-        _dense(t, f"{p}.mlp.fc1", blk.mlp.fc1)
-        _dense(t, f"{p}.mlp.fc2", blk.mlp.fc2)
+        norm_targets(t, f"{p}.norm1", blk.norm1)
+        dense_targets(t, f"{p}.attn.qkv", blk.attn.qkv)
+        dense_targets(t, f"{p}.attn.proj", blk.attn.proj)
+        norm_targets(t, f"{p}.norm2", blk.norm2)
+        dense_targets(t, f"{p}.mlp.fc1", blk.mlp.fc1)
+        dense_targets(t, f"{p}.mlp.fc2", blk.mlp.fc2)
     if encoder.final_norm:
-        _norm(t, "norm", encoder.norm)
+        norm_targets(t, "norm", encoder.norm)
     return t
 
 
