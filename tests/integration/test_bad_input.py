@@ -105,3 +105,40 @@ def test_checkpoint_of_another_variant(tmp_path, dataset):
     kseg.build_model("segformer_mit_b1", num_classes=3).save_weights(str(other))
     msg = _fails(_argv(tmp_path, spec, f"model.pretrained={other}"))
     assert "b1.weights.h5" in msg and "segformer_mit_b0" in msg
+
+
+@pytest.mark.slow
+def test_truncated_image_found_while_training(tmp_path, dataset):
+    root, spec = dataset
+    path = root / "img" / "train3.png"
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])  # the header still reads: only decoding fails
+    msg = _fails(_argv(tmp_path, spec, "train.max_steps=4", "train.eval_interval=4", "train.backup_interval=4"))
+    assert "train3.png" in msg
+
+
+@pytest.mark.slow
+def test_label_values_out_of_range_found_while_training(tmp_path, dataset):
+    root, spec = dataset
+    lab = np.full((40, 48), 7, np.uint8)
+    _label(str(root / "ann" / "train0.png"), lab)
+    msg = _fails(_argv(tmp_path, spec, "train.max_steps=4", "train.eval_interval=4", "train.backup_interval=4"))
+    assert "train0.png" in msg and "7" in msg
+
+
+@pytest.mark.slow
+def test_skip_bad_samples_logs_and_counts(tmp_path, dataset, capsys, caplog):
+    root, spec = dataset
+    path = root / "img" / "train3.png"
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    _label(str(root / "ann" / "train0.png"), np.full((40, 48), 7, np.uint8))
+    main(_argv(tmp_path, spec, "data.skip_bad_samples=true", "train.max_steps=4", "train.eval_interval=4",
+               "train.backup_interval=4"))
+    out = capsys.readouterr().out
+    assert "skipped 2 bad sample(s)" in out and "train3.png" in out and "train0.png" in out
+    logged = " ".join(r.getMessage() for r in caplog.records)
+    assert "train3.png" in logged and "train0.png" in logged
+    summary = json.loads((tmp_path / "work" / "summary.json").read_text())
+    assert sorted(os.path.basename(p) for p in summary["skipped_bad_samples"]) == ["train0.png", "train3.png"]
+    assert summary["steps"] == 4
