@@ -194,16 +194,24 @@ def describe(strategy) -> str:
 
 
 def prebuild_for_fit(model, strategy, dataset):
-    """Builds the compiled model's metrics and optimizer variables from one local batch of
-    ``dataset`` and makes ``fit`` skip its own symbolic build.
+    """Builds the compiled model's metrics and optimizer variables from a zero batch shaped
+    like ``dataset.element_spec`` and makes ``fit`` skip its own symbolic build.
 
     Keras 3.15's ``fit`` under a strategy first reduces a *distributed* input batch with
     ``strategy.reduce("MEAN", batch)`` to build the model; MultiWorkerMirroredStrategy's
     cross-device ops reject that (``Attempt to convert a value (PerReplica ...)``,
-    keras-team/keras#20585). A batch taken from the plain dataset builds the same things.
+    keras-team/keras#20585). A batch built from the element spec builds the same things.
+    It must not be drawn from ``dataset``: every new iterator of a dataset that shuffles with
+    ``reshuffle_each_iteration`` advances its shuffle seeds, so the workers would then train
+    on other batches than a single process with the same seed.
     Needed for MultiWorkerMirroredStrategy; harmless for the others.
     """
-    batch = next(iter(dataset.take(1)))
+    import tensorflow as tf
+
+    def zeros(spec):
+        return tf.zeros([1 if d is None else d for d in spec.shape], spec.dtype)
+
+    batch = tf.nest.map_structure(zeros, dataset.element_spec)
     with strategy.scope():
         model._symbolic_build(data_batch=batch)
     object.__setattr__(model, "_maybe_symbolic_build", lambda iterator=None, data_batch=None: None)
