@@ -17,7 +17,12 @@
   every layer's output (deep supervision, DETR ``return_intermediate``).
 
 Every LayerNorm/GroupNorm uses PyTorch's epsilon 1e-5 and runs in float32 under a mixed
-policy; attention softmax is float32. Nearest upsampling uses PyTorch's index rule
+policy; attention softmax is float32. The transformer module runs wholly in float32 (a
+float32 island, cheap: Q=100 queries against the stride-32 map). Why: the first decoder
+layer's query features are zeros, so its self-attention output and the input of
+``self_attn_layer_norm`` are constant over channels; that LayerNorm then multiplies its
+gradient by up to 1/sqrt(1e-5) ~ 316, and under mixed_float16 the loss-scaled gradient
+overflows float16 at every scale the optimizer tries (every step is skipped). Nearest upsampling uses PyTorch's index rule
 (``floor(dst * in / out)``, :func:`torch_nearest_resize`) so odd sizes match the authors.
 """
 
@@ -173,11 +178,12 @@ class DetrAttention(keras.layers.Layer):
         if hidden_size % num_heads:
             raise ValueError(f"hidden_size {hidden_size} is not divisible by num_heads {num_heads}")
         self.hidden_size, self.num_heads, self.dropout_rate = hidden_size, num_heads, dropout
-        self.q_proj = keras.layers.Dense(hidden_size, name="q_proj")
-        self.k_proj = keras.layers.Dense(hidden_size, name="k_proj")
-        self.v_proj = keras.layers.Dense(hidden_size, name="v_proj")
-        self.o_proj = keras.layers.Dense(hidden_size, name="o_proj")
-        self.attn_drop = keras.layers.Dropout(dropout)
+        dtype = self.dtype_policy  # sublayers follow this layer's policy (float32 island)
+        self.q_proj = keras.layers.Dense(hidden_size, name="q_proj", dtype=dtype)
+        self.k_proj = keras.layers.Dense(hidden_size, name="k_proj", dtype=dtype)
+        self.v_proj = keras.layers.Dense(hidden_size, name="v_proj", dtype=dtype)
+        self.o_proj = keras.layers.Dense(hidden_size, name="o_proj", dtype=dtype)
+        self.attn_drop = keras.layers.Dropout(dropout, dtype=dtype)
 
     def build(self, input_shape=None):
         for layer in (self.q_proj, self.k_proj, self.v_proj, self.o_proj):
@@ -216,14 +222,17 @@ class DetrDecoderLayer(keras.layers.Layer):
     def __init__(self, hidden_size=256, num_heads=8, ffn_dim=2048, dropout=0.1, **kwargs):
         super().__init__(**kwargs)
         self.hidden_size, self.num_heads, self.ffn_dim, self.dropout_rate = hidden_size, num_heads, ffn_dim, dropout
-        self.self_attn = DetrAttention(hidden_size, num_heads, dropout, name="self_attn")
-        self.self_attn_layer_norm = keras.layers.LayerNormalization(epsilon=1e-5, name="self_attn_layer_norm")
-        self.encoder_attn = DetrAttention(hidden_size, num_heads, dropout, name="encoder_attn")
-        self.encoder_attn_layer_norm = keras.layers.LayerNormalization(epsilon=1e-5, name="encoder_attn_layer_norm")
-        self.fc1 = keras.layers.Dense(ffn_dim, activation="relu", name="fc1")
-        self.fc2 = keras.layers.Dense(hidden_size, name="fc2")
-        self.final_layer_norm = keras.layers.LayerNormalization(epsilon=1e-5, name="final_layer_norm")
-        self.drop = keras.layers.Dropout(dropout)
+        dtype = self.dtype_policy  # sublayers follow this layer's policy (float32 island)
+        self.self_attn = DetrAttention(hidden_size, num_heads, dropout, name="self_attn", dtype=dtype)
+        self.self_attn_layer_norm = keras.layers.LayerNormalization(epsilon=1e-5, name="self_attn_layer_norm",
+                                                                    dtype=dtype)
+        self.encoder_attn = DetrAttention(hidden_size, num_heads, dropout, name="encoder_attn", dtype=dtype)
+        self.encoder_attn_layer_norm = keras.layers.LayerNormalization(epsilon=1e-5, name="encoder_attn_layer_norm",
+                                                                       dtype=dtype)
+        self.fc1 = keras.layers.Dense(ffn_dim, activation="relu", name="fc1", dtype=dtype)
+        self.fc2 = keras.layers.Dense(hidden_size, name="fc2", dtype=dtype)
+        self.final_layer_norm = keras.layers.LayerNormalization(epsilon=1e-5, name="final_layer_norm", dtype=dtype)
+        self.drop = keras.layers.Dropout(dropout, dtype=dtype)
 
     def build(self, input_shape=None):
         tokens = (None, None, self.hidden_size)
@@ -257,6 +266,8 @@ class MaskFormerTransformerModule(keras.layers.Layer):
 
     Args: in_channels; num_queries (100); hidden_size d (256); num_heads (8); ffn_dim
       (2048); num_layers (6); dropout (0.1, DETR: residual, FFN and attention weights).
+      ``dtype`` reaches every sublayer: :class:`kseg.models.MaskFormer` builds the module in
+      float32 under any mixed policy (why: module docstring).
     """
 
     def __init__(self, in_channels, num_queries=100, hidden_size=256, num_heads=8, ffn_dim=2048, num_layers=6,
@@ -264,11 +275,12 @@ class MaskFormerTransformerModule(keras.layers.Layer):
         super().__init__(**kwargs)
         self.in_channels, self.num_queries, self.hidden_size = in_channels, num_queries, hidden_size
         self.num_heads, self.ffn_dim, self.num_layers, self.dropout_rate = num_heads, ffn_dim, num_layers, dropout
-        self.input_projection = (keras.layers.Conv2D(hidden_size, 1, name="input_projection")
+        dtype = self.dtype_policy  # sublayers follow this layer's policy (float32 island)
+        self.input_projection = (keras.layers.Conv2D(hidden_size, 1, name="input_projection", dtype=dtype)
                                  if in_channels != hidden_size else None)
-        self.decoder_layers = [DetrDecoderLayer(hidden_size, num_heads, ffn_dim, dropout, name=f"layers_{i}")
-                               for i in range(num_layers)]
-        self.layernorm = keras.layers.LayerNormalization(epsilon=1e-5, name="layernorm")
+        self.decoder_layers = [DetrDecoderLayer(hidden_size, num_heads, ffn_dim, dropout, name=f"layers_{i}",
+                                                dtype=dtype) for i in range(num_layers)]
+        self.layernorm = keras.layers.LayerNormalization(epsilon=1e-5, name="layernorm", dtype=dtype)
 
     def build(self, input_shape=None):
         if self.input_projection is not None:

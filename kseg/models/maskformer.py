@@ -101,7 +101,7 @@ class MaskFormer(MaskClassificationSegmentor):
                                                     name="pixel_decoder")
         self.transformer_module = MaskFormerTransformerModule(
             channels["res5"], num_queries, hidden_size, num_heads, ffn_dim, decoder_layers, dropout,
-            name="transformer_module")
+            name="transformer_module", dtype="float32")  # float32 island under mixed precision
         self.class_predictor = keras.layers.Dense(num_classes + 1, name="class_predictor")
         self.mask_embedder = MaskEmbedMLP(hidden_size, mask_feature_size, mask_mlp_layers, name="mask_embedder")
 

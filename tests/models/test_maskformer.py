@@ -184,6 +184,7 @@ def test_swin_l_recipe_trains_a_few_real_steps(tmp_path):
     (the ADE20K recipe with its model, optimiser, clipping and schedule; tiny data sizes)."""
     import json
     import os
+    import shutil
     import subprocess
     import sys
 
@@ -213,3 +214,4 @@ def test_swin_l_recipe_trains_a_few_real_steps(tmp_path):
     assert "maskformer_swin_l (211.5" in r.stdout or "maskformer_swin_l (211.6" in r.stdout, r.stdout[-2000:]
     ev = json.loads((work / "eval" / "step_2.json").read_text())
     assert len(ev["IoU"]) == 11 and np.isfinite(ev["mIoU"])
+    shutil.rmtree(work)  # ~1.7 GB of Swin-L checkpoints: do not leave them to pytest's tmp rotation

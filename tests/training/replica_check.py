@@ -49,7 +49,9 @@ def gauge_names(name, weights):
     with tf.GradientTape() as tape:
         out = model(images[:BATCH], training=True)
         loss = model.compute_loss(x=images[:BATCH], y=labels[:BATCH], y_pred=out)
-    grads = tape.gradient(loss, model.trainable_variables)
+    # Dense arrays (gathered tables, e.g. Swin's relative position bias, give IndexedSlices).
+    grads = [None if g is None else np.asarray(tf.convert_to_tensor(g))
+             for g in tape.gradient(loss, model.trainable_variables)]
     top = max(float(np.max(np.abs(g))) for g in grads if g is not None)
     return {v.path for v, g in zip(model.trainable_variables, grads)
             if g is None or float(np.max(np.abs(g))) <= 1e-6 * top}
