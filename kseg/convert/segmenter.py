@@ -52,7 +52,7 @@ from kseg.convert.common import (
     identity,
     norm_targets,
 )
-from kseg.convert.vit import bind_encoder, load_vit_state, read_vit_checkpoint, rename_key
+from kseg.convert.vit import bind_encoder, block_targets, load_vit_state, read_vit_checkpoint, rename_key
 
 AUTHORS, MMSEG, ENCODER_ONLY = "authors", "mmseg", "encoder"
 
@@ -70,21 +70,6 @@ _NOT_WEIGHTS = re.compile(r"(^|\.)(num_batches_tracked|loss_decode\..*)$|^data_p
 
 
 # --------------------------------------------------------------------------- shared helpers
-
-
-
-
-
-
-def block_targets(t, key, blk):
-    """timm ``Block`` names under ``key`` for a kseg ``ViTBlock``."""
-    norm_targets(t, f"{key}.norm1", blk.norm1)
-    dense_targets(t, f"{key}.attn.qkv", blk.attn.qkv)
-    dense_targets(t, f"{key}.attn.proj", blk.attn.proj)
-    norm_targets(t, f"{key}.norm2", blk.norm2)
-    dense_targets(t, f"{key}.mlp.fc1", blk.mlp.fc1)
-    dense_targets(t, f"{key}.mlp.fc2", blk.mlp.fc2)
-
 
 def strip_module(state):
     return {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}

@@ -223,6 +223,16 @@ def describe_checkpoint(state):
 
 
 
+def block_targets(t, key, blk):
+    """timm ``Block`` names under ``key`` for a kseg ``ViTBlock``, bound into ``t``."""
+    norm_targets(t, f"{key}.norm1", blk.norm1)
+    dense_targets(t, f"{key}.attn.qkv", blk.attn.qkv)
+    dense_targets(t, f"{key}.attn.proj", blk.attn.proj)
+    norm_targets(t, f"{key}.norm2", blk.norm2)
+    dense_targets(t, f"{key}.mlp.fc1", blk.mlp.fc1)
+    dense_targets(t, f"{key}.mlp.fc2", blk.mlp.fc2)
+
+
 def encoder_targets(encoder):
     """``{timm key: Target}`` for every variable of a kseg ``ViT``."""
     t = {
@@ -234,13 +244,7 @@ def encoder_targets(encoder):
     if encoder.distilled:
         t["dist_token"] = Target("dist_token", encoder.dist_token, identity)
     for i, blk in enumerate(encoder.blocks):
-        p = f"blocks.{i}"
-        norm_targets(t, f"{p}.norm1", blk.norm1)
-        dense_targets(t, f"{p}.attn.qkv", blk.attn.qkv)
-        dense_targets(t, f"{p}.attn.proj", blk.attn.proj)
-        norm_targets(t, f"{p}.norm2", blk.norm2)
-        dense_targets(t, f"{p}.mlp.fc1", blk.mlp.fc1)
-        dense_targets(t, f"{p}.mlp.fc2", blk.mlp.fc2)
+        block_targets(t, f"blocks.{i}", blk)
     if encoder.final_norm:
         norm_targets(t, "norm", encoder.norm)
     return t
