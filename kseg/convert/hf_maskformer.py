@@ -74,12 +74,6 @@ def normalize_keys(state):
     return out, layout
 
 
-
-
-
-
-
-
 def head_targets(model):
     """``{Hub key: Target}`` for every non-backbone variable of a kseg ``MaskFormer``."""
     t = {}

@@ -45,13 +45,12 @@ import re
 
 from kseg.convert.common import (
     LoadReport,
-    Target,
     assign_all,
+    batchnorm_targets,
     check_shapes,
     conv_targets,
     dense_targets,
     depthwise_kernel,
-    identity,
     norm_targets,
     read_state_dict,
 )
@@ -181,12 +180,6 @@ def _matching_variants(hidden_sizes, depths, decoder_dim):
 # --------------------------------------------------------------------------- the key map
 
 
-
-
-
-
-
-
 def encoder_targets(encoder, prefix=ENCODER_PREFIX):
     """``{hub key: Target}`` for every variable of a kseg ``MiT`` encoder."""
     t = {}
@@ -218,10 +211,7 @@ def head_targets(head, prefix=HEAD_PREFIX):
     for i, layer in enumerate(head.linear_c):
         dense_targets(t, f"{prefix}linear_c.{i}.proj", layer)
     conv_targets(t, f"{prefix}linear_fuse", head.linear_fuse)
-    bn = head.batch_norm
-    norm_targets(t, f"{prefix}batch_norm", bn)
-    t[f"{prefix}batch_norm.running_mean"] = Target(f"{prefix}batch_norm.running_mean", bn.moving_mean, identity)
-    t[f"{prefix}batch_norm.running_var"] = Target(f"{prefix}batch_norm.running_var", bn.moving_variance, identity)
+    batchnorm_targets(t, f"{prefix}batch_norm", head.batch_norm)
     conv_targets(t, f"{prefix}classifier", head.classifier)
     return t
 

@@ -68,10 +68,6 @@ def _rows(start, stop, transform):
     return lambda a: transform(np.asarray(a)[start:stop])
 
 
-
-
-
-
 def _decoder_layer(t, p, layer, fused_cross):
     sa = layer.self_attn
     t[f"{p}.self_attn.in_proj_weight"] = Target(f"{p}.self_attn.in_proj_weight", sa.in_proj.kernel, linear_kernel)

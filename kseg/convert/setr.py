@@ -168,10 +168,6 @@ def _mmseg_to_authors(state, kind, num_levels, report, origin):
 # --------------------------------------------------------------------------- binding
 
 
-
-
-
-
 def _up_head(t, key, head):
     norm_targets(t, f"{key}.norm", head.norm)
     for i, (conv, bn) in enumerate(zip(head.convs, head.bns)):

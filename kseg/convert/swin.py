@@ -160,10 +160,6 @@ def normalize_keys(state):
     return out, layout, skipped
 
 
-
-
-
-
 def backbone_targets(backbone):
     """``{official key: Target}`` for every variable of a built kseg ``SwinTransformer``."""
     t = {

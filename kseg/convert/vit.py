@@ -219,10 +219,6 @@ def describe_checkpoint(state):
     }
 
 
-
-
-
-
 def block_targets(t, key, blk):
     """timm ``Block`` names under ``key`` for a kseg ``ViTBlock``, bound into ``t``."""
     norm_targets(t, f"{key}.norm1", blk.norm1)

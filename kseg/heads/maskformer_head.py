@@ -22,8 +22,9 @@ float32 island, cheap: Q=100 queries against the stride-32 map). Why: the first 
 layer's query features are zeros, so its self-attention output and the input of
 ``self_attn_layer_norm`` are constant over channels; that LayerNorm then multiplies its
 gradient by up to 1/sqrt(1e-5) ~ 316, and under mixed_float16 the loss-scaled gradient
-overflows float16 at every scale the optimizer tries (every step is skipped). Nearest upsampling uses PyTorch's index rule
-(``floor(dst * in / out)``, :func:`torch_nearest_resize`) so odd sizes match the authors.
+overflows float16 at every scale the optimizer tries (every step is skipped).
+Nearest upsampling uses PyTorch's index rule (``floor(dst * in / out)``,
+:func:`torch_nearest_resize`) so odd sizes match the authors.
 """
 
 import keras
