@@ -24,9 +24,9 @@ setup(
     install_requires=requirements(),
     extras_require={
         # Tests, and keras-hub as the peer of tools/benchmark.py.
-        "dev": ["pytest==9.0.3", "keras-hub==0.32.0"],
+        "dev": ["pytest==9.0.3", "keras-hub==0.32.0", "ruff==0.17.6"],
         # Reference models for the weight-conversion parity tests (CPU torch).
-        "parity": ["torch==2.13.0", "transformers==5.23.0", "safetensors==0.8.0"],
+        "parity": ["torch==2.13.0", "transformers==5.23.0"],
     },
     entry_points={
         "console_scripts": [
