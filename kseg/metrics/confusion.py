@@ -171,9 +171,10 @@ class MeanIoU(keras.metrics.Metric):
     under ``tf.distribute`` (MirroredStrategy) each replica accumulates its own shard
     and ``result()`` reads the sum over replicas.
 
-    ``result()`` is mIoU as a fraction in [0, 1] (Keras convention for the progress bar
-    and callbacks; ``summarize`` reports percent), averaged over classes present in the
-    ground truth or the prediction; 0.0 before any update. ``confusion_matrix()`` gives
+    ``result()`` is mIoU in percent [0, 100], the unit of every other kseg report
+    (``summarize``, the eval JSON, the console, TensorBoard; mmseg reports percent too),
+    averaged over classes present in the ground truth or the prediction; 0.0 before any
+    update. ``confusion_matrix()`` gives
     the accumulated matrix and ``summary(class_names)`` the full ``summarize`` dict.
 
     Args:
@@ -226,7 +227,7 @@ class MeanIoU(keras.metrics.Metric):
         present = union > 0
         iou = tf.math.divide_no_nan(inter, union)
         n = tf.reduce_sum(tf.cast(present, tf.float64))
-        return tf.cast(tf.math.divide_no_nan(tf.reduce_sum(iou), n), tf.float32)
+        return tf.cast(100.0 * tf.math.divide_no_nan(tf.reduce_sum(iou), n), tf.float32)
 
     def reset_state(self):
         self.total_cm.assign(tf.zeros_like(self.total_cm))

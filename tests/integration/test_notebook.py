@@ -20,5 +20,5 @@ def test_from_variant_compile_fit_on_camvid():
     history = model.fit(train, steps_per_epoch=3, epochs=2, validation_data=val, verbose=0)
     losses = history.history["loss"]
     assert all(np.isfinite(losses)) and len(losses) == 2
-    assert 0.0 <= history.history["val_mIoU"][-1] <= 1.0
+    assert 0.0 <= history.history["val_mIoU"][-1] <= 100.0  # percent, as the CLI and JSON
     assert int(model.optimizer.iterations) == 6

@@ -125,7 +125,7 @@ def test_mean_iou_metric_resizes_and_accumulates():
         preds = tf.argmax(tf.image.resize(logits, (16, 24)), -1).numpy()
         total += np_confusion(labels, preds, K)
     np.testing.assert_array_equal(m.confusion_matrix().numpy(), total)
-    assert float(m.result()) == pytest.approx(summarize(total)["mIoU"] / 100, rel=1e-6)
+    assert float(m.result()) == pytest.approx(summarize(total)["mIoU"], rel=1e-6)  # percent
     assert m.summary()["aAcc"] == pytest.approx(summarize(total)["aAcc"])
     m.reset_state()
     assert m.confusion_matrix().numpy().sum() == 0 and float(m.result()) == 0.0
@@ -161,7 +161,7 @@ def test_mean_iou_in_compile_and_evaluate():
     y[:, :2] = 255
     logs = model.evaluate(x, y, batch_size=2, verbose=0, return_dict=True)
     preds = tf.argmax(tf.image.resize(model(x), (8, 12)), -1).numpy()
-    ref = summarize(np_confusion(y, preds, k))["mIoU"] / 100
+    ref = summarize(np_confusion(y, preds, k))["mIoU"]  # percent, as the eval JSON
     assert logs["mIoU"] == pytest.approx(ref, rel=1e-5)
 
 
@@ -198,4 +198,4 @@ def test_mean_iou_is_replica_safe_under_mirrored_strategy():
     cm, miou = out.stdout.strip().splitlines()[-1].rsplit(" ", 1)
     # replica 0: label 0->0, 1->0 ; replica 1: label 2->2 (255 ignored); summed on read
     assert cm == "[[1, 0, 0], [1, 0, 0], [0, 0, 1]]"
-    assert float(miou) == pytest.approx((0.5 + 0 + 1) / 3)
+    assert float(miou) == pytest.approx(100 * (0.5 + 0 + 1) / 3)
