@@ -3,10 +3,14 @@
 The encoder of Segmenter (Strudel et al. 2021, Sec. 3.1) and SETR (Zheng et al. 2021,
 Sec. 3.1): non-overlapping P x P patches -> linear projection (a stride-P convolution) ->
 class token (+ DeiT distillation token) -> learned position embedding -> L pre-norm blocks
--> LayerNorm. The stored position-embedding grid (``img_size / patch_size`` per side) is
-resampled at run time to the input's token grid ``floor(H/P) x floor(W/P)``, any H and W
-(``kseg.layers.pos_embed``; bicubic like HF/timm by default, bilinear as the Segmenter
-paper says on request).
+-> LayerNorm. Inputs whose sides are not multiples of P are padded bottom/right with zeros
+(of the normalised image) to the next multiple, so the token grid is ``ceil(H/P) x
+ceil(W/P)`` and no pixel is dropped: the authors' Segmenter (``segm/model/utils.py``
+``padding``) and mmseg's ``PatchEmbed(padding="corner")`` (SETR, SegViT) do the same; the
+models crop their output back with :func:`crop_to_input`. The stored position-embedding grid
+(``img_size / patch_size`` per side) is resampled at run time to that token grid, any H and
+W (``kseg.layers.pos_embed``; bicubic like HF/timm by default, bilinear as the Segmenter
+authors on request).
 
 Weights and names follow timm's ``VisionTransformer`` (``patch_embed.proj``,
 ``cls_token``, ``dist_token``, ``pos_embed``, ``blocks.{i}.{norm1,attn.qkv,attn.proj,
@@ -19,19 +23,61 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+from kseg.backbones.normalization import NORMALIZATIONS
 from kseg.layers.pos_embed import INTERPOLATIONS, resample_grid
 from kseg.layers.vit_block import ViTBlock
-from kseg.models.segmentor import IMAGENET_MEAN, IMAGENET_STD
 
-INCEPTION_MEAN = (127.5, 127.5, 127.5)
-INCEPTION_STD = (127.5, 127.5, 127.5)
+
+def spatial_size(x):
+    """(H, W) of a (B, H, W, C) tensor: Python ints when static, else scalar tensors."""
+    h, w = x.shape[1], x.shape[2]
+    if h is not None and w is not None:
+        return int(h), int(w)
+    shape = tf.shape(x)
+    return shape[1], shape[2]
+
+
+def pad_to_multiple(x, multiple):
+    """Pads (B, H, W, C) bottom/right with zeros to (B, ceil(H/m)*m, ceil(W/m)*m, C).
+
+    A no-op (no op in the graph) when H and W are static multiples of ``multiple``.
+    """
+    h, w = spatial_size(x)
+    if isinstance(h, int) and h % multiple == 0 and w % multiple == 0:
+        return x
+    return tf.pad(x, [[0, 0], [0, (-h) % multiple], [0, (-w) % multiple], [0, 0]])
+
+
+def crop_to_input(logits, size, multiple):
+    """The model's output for an input of ``size`` = (H, W) that was padded to multiples of
+    ``multiple`` (:func:`pad_to_multiple`).
+
+    Divisible inputs: ``logits`` unchanged (B, h, w, K) at the native stride s, which resize
+    exactly onto the input. Other inputs: ``logits`` resized bilinearly (align_corners=False)
+    to the padded size and cropped to (B, H, W, K), as the authors' Segmenter does
+    (``segm/model/segmenter.py``: ``F.interpolate`` to the padded size, then ``unpadding``);
+    losses and inference then see full-resolution logits whose further resize is the
+    identity. Static sizes choose in Python; dynamic ones with ``tf.cond``.
+    """
+    h, w = size
+
+    def padded_and_cropped():
+        hp, wp = -(-h // multiple) * multiple, -(-w // multiple) * multiple
+        up = tf.image.resize(logits, tf.stack([hp, wp]), method="bilinear")
+        return tf.cast(up[:, :h, :w], logits.dtype)
+
+    if isinstance(h, int) and isinstance(w, int):
+        return logits if h % multiple == 0 and w % multiple == 0 else padded_and_cropped()
+    divisible = tf.logical_and(tf.equal(h % multiple, 0), tf.equal(w % multiple, 0))
+    return tf.cond(divisible, lambda: logits, padded_and_cropped)
 
 
 @keras.saving.register_keras_serializable(package="kseg")
 class ViTPatchEmbed(keras.layers.Layer):
-    """``proj``: a P x P convolution with stride P (valid padding: the grid is floor(H/P) x floor(W/P)).
+    """``proj``: a P x P convolution with stride P on the input padded bottom/right to
+    multiples of P (:func:`pad_to_multiple`); the grid is ceil(H/P) x ceil(W/P).
 
-    Input (B, H, W, C_in) -> (B, H/P, W/P, dim).
+    Input (B, H, W, C_in) -> (B, ceil(H/P), ceil(W/P), dim).
     """
 
     def __init__(self, dim, patch_size, **kwargs):
@@ -44,7 +90,7 @@ class ViTPatchEmbed(keras.layers.Layer):
         self.built = True
 
     def call(self, x):
-        return self.proj(x)
+        return self.proj(pad_to_multiple(x, self.patch_size))
 
     def get_config(self):
         return {**super().get_config(), "dim": self.dim, "patch_size": self.patch_size}
@@ -55,8 +101,8 @@ class ViT(keras.layers.Layer):
     """The ViT / DeiT encoder.
 
     Input: (B, H, W, 3) float, already normalised (the model normalises raw pixels).
-    Output: dict of patch-token maps (prefix tokens removed), each (B, floor(H/P),
-    floor(W/P), embed_dim) in the compute dtype:
+    Output: dict of patch-token maps (prefix tokens removed), each (B, ceil(H/P),
+    ceil(W/P), embed_dim) in the compute dtype (bottom/right zero padding, see the module):
       ``"layer{i}"`` for every i in ``out_layers`` (1-based; the raw output of block i,
       before any norm, as SETR's taps Z^i), and ``"final"`` (the last block's output after
       the final LayerNorm ``norm``, what Segmenter decodes). With ``return_prefix=True``
@@ -66,7 +112,8 @@ class ViT(keras.layers.Layer):
       embed_dim, depth, num_heads, patch_size: the architecture (see :data:`VIT_VARIANTS`).
       img_size: pretraining image size; the stored position grid is img_size // patch_size.
       distilled: adds DeiT's distillation token (2 prefix tokens instead of 1).
-      mlp_ratio, qkv_bias, norm_epsilon: 4, True, 1e-6 (timm).
+      mlp_ratio, qkv_bias: 4, True (timm). norm_epsilon: LayerNorm epsilon of the blocks and the
+        final norm: 1e-6 (timm, mmseg); the Segmenter authors' blocks use PyTorch's 1e-5.
       drop_path_rate: stochastic depth of the last block; dropout: timm ``drop_rate``.
       with_cls_token: run the prefix tokens through the blocks (timm). False: they get their
         position embedding and are dropped before the blocks (mmseg ``with_cls_token=False``,
@@ -199,11 +246,6 @@ VIT_VARIANTS = {
     "deit_t16": _variant("t", 16, 224, distilled=True, normalization="imagenet"),
     "deit_s16": _variant("s", 16, 224, distilled=True, normalization="imagenet"),
     "deit_b16": _variant("b", 16, 384, distilled=True, normalization="imagenet"),
-}
-
-NORMALIZATIONS = {
-    "inception": (INCEPTION_MEAN, INCEPTION_STD),
-    "imagenet": (IMAGENET_MEAN, IMAGENET_STD),
 }
 
 

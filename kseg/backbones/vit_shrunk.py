@@ -17,7 +17,7 @@ timm / Google checkpoints load with :func:`kseg.convert.vit.load_vit`):
   reproduced with ``qd_block=7`` (6 blocks at 1/16), see :mod:`kseg.models.segvit`.
 
 Input: (B, H, W, 3) normalised images. Output: dict ``layer{i}`` -> (B, h_i, w_i, C) for
-each ``out_layers`` entry (h_i = floor(H/P), or its ceil-half at and after ``qd_block``), plus
+each ``out_layers`` entry (h_i = ceil(H/P) after bottom/right padding, or its ceil-half at and after ``qd_block``), plus
 ``final``/``prefix`` as :class:`ViT` when ``final_norm`` (SegViT: False).
 """
 

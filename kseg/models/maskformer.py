@@ -167,7 +167,7 @@ class MaskFormer(MaskClassificationSegmentor):
             "fpn_feature_size": self.fpn_feature_size, "mask_feature_size": self.mask_feature_size,
             "drop_path_rate": self.drop_path_rate, "mask_mlp_layers": self.mask_mlp_layers, "matcher": self.matcher,
             "no_object_weight": self.no_object_weight, "mask_weight": self.mask_weight,
-            "dice_weight": self.dice_weight, "variant": self.variant, "name": self.name,
+            "dice_weight": self.dice_weight, **self.normalization_config(), "variant": self.variant, "name": self.name,
         }
 
 

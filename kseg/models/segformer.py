@@ -58,6 +58,7 @@ class SegFormer(Segmentor):
             "drop_path_rate": self.drop_path_rate,
             "dropout": self.dropout,
             "depths": list(self.depths),
+            **self.normalization_config(),
             "variant": self.variant,
             "name": self.name,
         }

@@ -2,7 +2,7 @@
 
 import keras
 
-from kseg.backbones.vit import ViT, vit_arch
+from kseg.backbones.vit import ViT, crop_to_input, spatial_size, vit_arch
 from kseg.heads.segmenter_head import MaskTransformerHead, SegmenterLinearHead
 from kseg.models.registry import register_variant
 from kseg.models.segmentor import Segmentor
@@ -13,8 +13,11 @@ class Segmenter(Segmentor):
     """Segmenter semantic segmentation model.
 
     Input: (B, H, W, 3) raw RGB pixels in [0, 255] (float32 or uint8), any H, W.
-    Output: float32 logits (B, floor(H/P), floor(W/P), K) at the patch stride P (twice
-    that resolution with ``upsample_tokens``); losses/inference resize them bilinearly.
+    Output: float32 logits (B, H/P, W/P, K) at the patch stride P (twice that resolution with
+    ``upsample_tokens``) when H and W are multiples of P; losses/inference resize them
+    bilinearly. Other sizes follow the authors' forward (``segm/model/segmenter.py``): the
+    input is padded bottom/right to multiples of P, decoded, resized to the padded size and
+    cropped, so the output is (B, H, W, K).
     Normalisation: 127.5/127.5 for ViT (Google checkpoints), ImageNet mean/std for DeiT.
     The class/distillation tokens go through the encoder (as in pretraining) and are
     dropped before decoding (authors' code; spec ambiguity 1).
@@ -28,14 +31,18 @@ class Segmenter(Segmentor):
       dropout: 0.0 (dropout off, Table 2).
       pos_embed_interpolation: "bicubic" (timm/HF kernel) or "bilinear" (the paper's text).
       depth: encoder blocks replacing the variant's (tiny test configs); None keeps it.
-      img_size: the size the position grid is stored for (default: the ViT variant's 384).
+      img_size: the size the position grid is stored for (default: the ViT variant's 384;
+        the authors' checkpoints store their training crop's grid, e.g. 512 -> 32x32).
+      norm_epsilon: encoder LayerNorm epsilon: 1e-6 (timm, mmseg); the authors' encoder uses
+        PyTorch's 1e-5, which their presets set.
+      mean, std: normalisation overrides (:class:`Segmentor`).
     """
 
     head_path_pattern = "segmenter/decode_head/.*"
 
     def __init__(self, num_classes, backbone="vit_b16", decoder="linear", decoder_dim=None, decoder_layers=2,
                  upsample_tokens=False, drop_path_rate=0.1, dropout=0.0, pos_embed_interpolation="bicubic",
-                 depth=None, img_size=None, variant=None, name="segmenter", **kwargs):
+                 depth=None, img_size=None, norm_epsilon=1e-6, variant=None, name="segmenter", **kwargs):
         super().__init__(name=name, **kwargs)
         if decoder not in ("linear", "mask"):
             raise ValueError(f"decoder must be 'linear' or 'mask', got {decoder!r}")
@@ -45,7 +52,7 @@ class Segmenter(Segmentor):
         self.decoder_layers, self.upsample_tokens = decoder_layers, upsample_tokens
         self.drop_path_rate, self.dropout, self.variant = drop_path_rate, dropout, variant
         self.pos_embed_interpolation = pos_embed_interpolation
-        self.encoder = ViT(**arch, drop_path_rate=drop_path_rate, dropout=dropout,
+        self.encoder = ViT(**arch, drop_path_rate=drop_path_rate, dropout=dropout, norm_epsilon=norm_epsilon,
                            pos_embed_interpolation=pos_embed_interpolation, name="encoder")
         d_enc = arch["embed_dim"]
         if decoder == "linear":
@@ -62,7 +69,8 @@ class Segmenter(Segmentor):
         self.built = True
 
     def forward(self, x, training=None):
-        return self.decode_head(self.encoder(x, training=training)["final"], training=training)
+        logits = self.decode_head(self.encoder(x, training=training)["final"], training=training)
+        return crop_to_input(logits, spatial_size(x), self.encoder.patch_size)
 
     def get_config(self):
         return {
@@ -70,7 +78,9 @@ class Segmenter(Segmentor):
             "decoder_dim": self.decoder_dim, "decoder_layers": self.decoder_layers,
             "upsample_tokens": self.upsample_tokens, "drop_path_rate": self.drop_path_rate,
             "dropout": self.dropout, "pos_embed_interpolation": self.pos_embed_interpolation,
-            "depth": self.encoder.depth, "img_size": self.encoder.img_size, "variant": self.variant, "name": self.name,
+            "depth": self.encoder.depth, "img_size": self.encoder.img_size,
+            "norm_epsilon": self.encoder.norm_epsilon, **self.normalization_config(),
+            "variant": self.variant, "name": self.name,
         }
 
 

@@ -3,10 +3,17 @@
 import keras
 from keras import ops
 
+from kseg.backbones.normalization import IMAGENET_MEAN, IMAGENET_STD
 from kseg.models.registry import variant_spec
 
-IMAGENET_MEAN = (123.675, 116.28, 103.53)
-IMAGENET_STD = (58.395, 57.12, 57.375)
+
+def _stats(name, values):
+    if values is None:
+        return None
+    values = tuple(float(v) for v in values)
+    if len(values) != 3:
+        raise ValueError(f"{name} must give 3 values (R, G, B in pixel units 0..255), got {list(values)}")
+    return values
 
 
 class Segmentor(keras.Model):
@@ -19,12 +26,41 @@ class Segmentor(keras.Model):
 
     Every subclass offers ``from_variant``, ``compile()`` with the family's defaults,
     ``get_config``/``from_config`` and ``.keras`` / ``.weights.h5`` saving.
+
+    Args:
+      mean, std: per-channel RGB statistics in pixel units (3 floats each) replacing the
+        family's defaults. Normalisation belongs to the weights (timm's ``_cfg(mean=, std=)``):
+        a checkpoint trained with other statistics (e.g. SETR's ImageNet mean/std on ViT
+        weights) brings its own, and they are saved in ``get_config``.
+    Raises: ValueError for statistics that are not 3 numbers or a std that is not > 0.
     """
 
     mean = IMAGENET_MEAN
     std = IMAGENET_STD
     # Regex fully matching ``variable.path`` of the decode-head variables (for lr_mult).
     head_path_pattern = None
+
+    def __init__(self, mean=None, std=None, **kwargs):
+        super().__init__(**kwargs)
+        self.mean_override = _stats("mean", mean)
+        self.std_override = _stats("std", std)
+        if self.std_override and min(self.std_override) <= 0:
+            raise ValueError(f"std must be > 0 in every channel, got {list(self.std_override)}")
+
+    @property
+    def pixel_mean(self):
+        """The (3,) mean used by :meth:`normalize`: the override, else the family's."""
+        return self.mean_override or tuple(self.mean)
+
+    @property
+    def pixel_std(self):
+        """The (3,) std used by :meth:`normalize`: the override, else the family's."""
+        return self.std_override or tuple(self.std)
+
+    def normalization_config(self):
+        """``{"mean": [...] or None, "std": [...] or None}`` for subclasses' ``get_config``."""
+        return {"mean": list(self.mean_override) if self.mean_override else None,
+                "std": list(self.std_override) if self.std_override else None}
 
     @classmethod
     def from_variant(cls, name, num_classes, **overrides):
@@ -40,8 +76,8 @@ class Segmentor(keras.Model):
 
     def normalize(self, images):
         x = ops.cast(images, "float32")
-        mean = ops.convert_to_tensor(self.mean, "float32")
-        std = ops.convert_to_tensor(self.std, "float32")
+        mean = ops.convert_to_tensor(self.pixel_mean, "float32")
+        std = ops.convert_to_tensor(self.pixel_std, "float32")
         return ops.cast((x - mean) / std, self.compute_dtype)
 
     def call(self, images, training=None):

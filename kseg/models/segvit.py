@@ -33,7 +33,7 @@ K^2 * H * W MACs (5.9 G for ViT-B at 512):
 
 import keras
 
-from kseg.backbones.vit import vit_arch
+from kseg.backbones.vit import crop_to_input, spatial_size, vit_arch
 from kseg.backbones.vit_shrunk import SegViTEncoder
 from kseg.heads.segvit_atm_head import ATMHead, ShrunkATMHead
 from kseg.models.mask_classification import MaskClassificationSegmentor
@@ -50,10 +50,13 @@ DEFAULT_TAPS = {
 class SegViT(MaskClassificationSegmentor):
     """SegViT semantic segmentation model.
 
-    Input: (B, H, W, 3) raw RGB pixels in [0, 255] (float32 or uint8), any H, W (the ViT
-    grid is floor(H/16) x floor(W/16)).
+    Input: (B, H, W, 3) raw RGB pixels in [0, 255] (float32 or uint8), any H, W (padded
+    bottom/right to multiples of 16 by the ViT, mmseg's ``PatchEmbed(padding="corner")``; the
+    grid is ceil(H/16) x ceil(W/16)).
     Output (dict, float32): ``class_logits`` (B, K, K+1), ``mask_logits`` (B, h, w, K) with
-    h = floor(H/16), w = floor(W/16), and when training ``aux_outputs`` (2 earlier groups of
+    h = H/16, w = W/16 for multiples of 16; for other sizes the masks are resized to the padded
+    size and cropped to (B, H, W, K) (the authors' head only sees square whole crops, which it
+    resizes to the crop; Segmenter's authors crop like this), and when training ``aux_outputs`` (2 earlier groups of
     the cascade, or the first 2 decoder layers of the Shrunk model's ATM).
     ``semantic_logits(outputs)`` -> (B, h, w, K) scores.
 
@@ -73,6 +76,9 @@ class SegViT(MaskClassificationSegmentor):
       cls_weight, focal_weight, dice_weight, no_object_weight: the default loss's weights
         (1, 20, 1, 0.1).
       pos_embed_interpolation: "bicubic" (mmseg) or "bilinear"; also used for QU tokens.
+      norm_epsilon: encoder LayerNorm epsilon (1e-6, the configs' ``backbone_norm_cfg``).
+      mean, std: normalisation overrides (:class:`Segmentor`; the ViT-L configs use the
+        "jax" 127.5/127.5, the repository's 512 dataset config the ImageNet statistics).
     Raises: ValueError for bad taps / blocks or an unsupported depth without explicit taps.
     """
 
@@ -81,8 +87,8 @@ class SegViT(MaskClassificationSegmentor):
     def __init__(self, num_classes, backbone="vit_b16", shrunk=False, img_size=None, depth=None, out_layers=None,
                  qd_block=None, qu_layers=None, decoder_dim=None, decoder_heads=None, decoder_layers=3,
                  decoder_dropout=0.1, drop_path_rate=0.1, dropout=0.0, cls_weight=1.0, focal_weight=20.0,
-                 dice_weight=1.0, no_object_weight=0.1, pos_embed_interpolation="bicubic", variant=None,
-                 name="segvit", **kwargs):
+                 dice_weight=1.0, no_object_weight=0.1, pos_embed_interpolation="bicubic", norm_epsilon=1e-6,
+                 variant=None, name="segvit", **kwargs):
         super().__init__(name=name, **kwargs)
         arch, (self.mean, self.std) = vit_arch(backbone, depth)
         self.depth = None if depth is None else int(depth)
@@ -125,6 +131,7 @@ class SegViT(MaskClassificationSegmentor):
                 raise ValueError(f"out_layers {self.out_layers} has duplicates")
             taps = self.out_layers
         self.encoder = SegViTEncoder(**arch, drop_path_rate=drop_path_rate, dropout=dropout, out_layers=taps,
+                                     norm_epsilon=norm_epsilon,
                                      qd_block=self.qd_block, pos_embed_interpolation=pos_embed_interpolation,
                                      name="encoder")
         if shrunk:
@@ -146,7 +153,13 @@ class SegViT(MaskClassificationSegmentor):
             inputs = [feats[f"layer{i}"] for i in self.qu_layers]
         else:
             inputs = [feats[f"layer{i}"] for i in sorted(self.out_layers, reverse=True)]
-        return self.decode_head(inputs, training=training)
+        outputs = dict(self.decode_head(inputs, training=training))
+        size, patch = spatial_size(x), self.encoder.patch_size
+        outputs["mask_logits"] = crop_to_input(outputs["mask_logits"], size, patch)
+        if training and "aux_outputs" in outputs:  # popped by ``call`` otherwise
+            outputs["aux_outputs"] = [{**aux, "mask_logits": crop_to_input(aux["mask_logits"], size, patch)}
+                                      for aux in outputs["aux_outputs"]]
+        return outputs
 
     def default_loss(self, class_weight=None):
         """:class:`kseg.losses.atm_loss.ATMLoss` with this model's weights (ignore index 255)."""
@@ -167,7 +180,8 @@ class SegViT(MaskClassificationSegmentor):
             "decoder_dropout": self.decoder_dropout, "drop_path_rate": self.drop_path_rate,
             "dropout": self.dropout, "cls_weight": self.cls_weight, "focal_weight": self.focal_weight,
             "dice_weight": self.dice_weight, "no_object_weight": self.no_object_weight,
-            "pos_embed_interpolation": self.pos_embed_interpolation, "variant": self.variant, "name": self.name,
+            "pos_embed_interpolation": self.pos_embed_interpolation, "norm_epsilon": self.encoder.norm_epsilon,
+            **self.normalization_config(), "variant": self.variant, "name": self.name,
         }
 
 

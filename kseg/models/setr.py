@@ -2,22 +2,26 @@
 
 import keras
 
-from kseg.backbones.vit import ViT, vit_arch
+from kseg.backbones.vit import ViT, crop_to_input, spatial_size, vit_arch
 from kseg.heads.setr_heads import SETRMLAAuxHead, SETRMLAHead, SETRMLANeck, SETRUpHead
 from kseg.models.deep_supervision import DeepSupervisedSegmentor
 from kseg.models.registry import register_variant
 
 DECODERS = ("naive", "pup", "mla")
 # Auxiliary taps for T-Large (24 layers), SETR Sec. 4 "auxiliary loss": Naive Z10/15/20,
-# PUP Z10/15/20/24; MLA supervises its 4 neck streams. For other depths the indices are
-# scaled by depth/24 (T-Small: Z5/8/10[/12]) -- the paper gives only T-Large's.
+# PUP Z10/15/20/24; MLA supervises its 4 neck streams. T-Small (ViT-B, 12 layers) Naive:
+# Z3/6/9, the authors' ``SETR_Naive_Base_768x768_*_cityscapes_bs_8.py`` (in_index 2, 5, 8).
+# For other depths the T-Large indices are scaled by depth/24 (12-layer PUP: Z5/8/10/12).
 AUX_LAYERS_24 = {"naive": (10, 15, 20), "pup": (10, 15, 20, 24)}
+AUX_LAYERS_12 = {"naive": (3, 6, 9)}
 
 
 def default_aux_layers(decoder, depth):
     if decoder == "mla":
         return ()
-    return tuple(max(1, min(depth, int(round(i * depth / 24)))) for i in AUX_LAYERS_24[decoder])
+    if depth == 12 and decoder in AUX_LAYERS_12:
+        return AUX_LAYERS_12[decoder]
+    return tuple(max(1, min(depth, round(i * depth / 24))) for i in AUX_LAYERS_24[decoder])
 
 
 @keras.saving.register_keras_serializable(package="kseg")
@@ -25,13 +29,18 @@ class SETR(DeepSupervisedSegmentor):
     """SEgmentation TRansformer.
 
     Input: (B, H, W, 3) raw RGB pixels in [0, 255] (float32 or uint8), any H, W.
-    Output (inference): float32 logits (B, h, w, K) at the decoder's native stride:
-    Naive 16 (floor(H/16)), PUP 2 (8 * floor(H/16)), MLA 4 (4 * floor(H/16)); losses and
-    inference resize them bilinearly to the labels / image.
+    Output (inference): float32 logits (B, h, w, K) at the decoder's native stride when H and
+    W are multiples of 16: Naive 16 (H/16), PUP 2 (H/2), MLA 4 (H/4); losses and inference
+    resize them bilinearly to the labels / image. Other sizes: the input is padded
+    bottom/right to multiples of 16 (mmseg's ``PatchEmbed(padding="corner")``; the authors'
+    code only ever sees whole crops, its ``PatchEmbed`` asserts the size) and every output is
+    resized to the padded size and cropped to (B, H, W, K), as Segmenter's authors do.
     Training (``training=True``): ``{"logits": main, "aux": [...]}`` (see
     :class:`DeepSupervisedSegmentor`); auxiliary heads at stride 16, weighted 0.4 each
     (reference configs; the paper gives no weights).
-    Normalisation: the backbone's (127.5/127.5 for Google ViT weights).
+    Normalisation: the backbone's (127.5/127.5 for Google ViT weights) unless ``mean``/``std``
+    are given; every authors' and mmseg SETR config uses the ImageNet mean/std, which their
+    presets set.
 
     Args:
       num_classes: K. backbone: ``vit_b16`` (T-Small) / ``vit_l16`` (T-Large) or any
@@ -39,12 +48,15 @@ class SETR(DeepSupervisedSegmentor):
       aux_heads: build the auxiliary heads (False: a plain per-pixel model).
       aux_loss_weight: weight of every auxiliary loss (0.4, reference configs).
       aux_layers: 1-based ViT layers of the Naive/PUP auxiliary heads (default: paper's
-        Z10/15/20[/24] scaled to the depth). mla_layers: 4 taps (default: uniformly spaced,
+        Z10/15/20[/24] for 24 layers, the authors' Z3/6/9 for a 12-layer Naive, else scaled). mla_layers: 4 taps (default: uniformly spaced,
         depth/4 * (1..4): Z6/12/18/24 for T-Large, Sec. 3.3).
       channels: width of Naive/PUP convs (256); mla_channels / mla_head_channels: 256 / 128
         (reference). The MLA classifier is the official code's 3x3 conv; mmseg's 1x1
         ``cls_seg`` is the variant SegViT Table 1 counted (113.5 vs 123.4 GFLOPs, ViT-B 512).
-      drop_path_rate: 0.0, dropout: 0.1 (reference configs: timm drop_rate 0.1, no drop path).
+      drop_path_rate: 0.0, dropout: 0.0 (every authors' model config sets the backbone's
+        ``drop_rate=0.``; no drop path).
+      norm_epsilon: encoder LayerNorm epsilon (1e-6, the authors' ``partial(nn.LayerNorm,
+        eps=1e-6)``). mean, std: normalisation overrides (:class:`Segmentor`).
       pos_embed_interpolation: "bicubic" (default) or "bilinear".
       depth: encoder blocks replacing the variant's (tiny test configs; auxiliary and MLA
         taps are derived from it); None keeps it.
@@ -59,9 +71,8 @@ class SETR(DeepSupervisedSegmentor):
 
     def __init__(self, num_classes, backbone="vit_l16", decoder="pup", aux_heads=True, aux_loss_weight=0.4,
                  aux_layers=None, mla_layers=None, channels=256, mla_channels=256, mla_head_channels=128,
-                 drop_path_rate=0.0, dropout=0.1, pos_embed_interpolation="bicubic", depth=None, img_size=None, variant=None,
-                 name="setr",
-                 **kwargs):
+                 drop_path_rate=0.0, dropout=0.0, pos_embed_interpolation="bicubic", depth=None, img_size=None,
+                 norm_epsilon=1e-6, variant=None, name="setr", **kwargs):
         super().__init__(name=name, **kwargs)
         if decoder not in DECODERS:
             raise ValueError(f"decoder must be one of {DECODERS}, got {decoder!r}")
@@ -76,6 +87,7 @@ class SETR(DeepSupervisedSegmentor):
         self.pos_embed_interpolation = pos_embed_interpolation
         taps = set(self.mla_layers) if decoder == "mla" else {depth} | (set(self.aux_layers) if aux_heads else set())
         self.encoder = ViT(**arch, drop_path_rate=drop_path_rate, dropout=dropout, out_layers=sorted(taps),
+                           norm_epsilon=norm_epsilon,
                            pos_embed_interpolation=pos_embed_interpolation, final_norm=False,
                            with_cls_token=decoder != "mla", name="encoder")
         self.depth, self.embed_dim = depth, dim
@@ -115,9 +127,11 @@ class SETR(DeepSupervisedSegmentor):
         else:
             main = self.decode_head(feats[f"layer{self.depth}"], training=training)
             aux_inputs = [feats[f"layer{i}"] for i in self.aux_layers] if self.aux else []
+        size, patch = spatial_size(x), self.encoder.patch_size
+        main = crop_to_input(main, size, patch)
         if not training:
             return main, []
-        return main, [head(t, training=training) for head, t in zip(self.aux, aux_inputs)]
+        return main, [crop_to_input(head(t, training=training), size, patch) for head, t in zip(self.aux, aux_inputs)]
 
     def get_config(self):
         return {
@@ -127,7 +141,9 @@ class SETR(DeepSupervisedSegmentor):
             "mla_channels": self.mla_channels, "mla_head_channels": self.mla_head_channels,
             "drop_path_rate": self.drop_path_rate, "dropout": self.dropout,
             "pos_embed_interpolation": self.pos_embed_interpolation,
-            "depth": self.encoder.depth, "img_size": self.encoder.img_size, "variant": self.variant, "name": self.name,
+            "depth": self.encoder.depth, "img_size": self.encoder.img_size,
+            "norm_epsilon": self.encoder.norm_epsilon, **self.normalization_config(),
+            "variant": self.variant, "name": self.name,
         }
 
 
