@@ -198,7 +198,7 @@ class ViT(keras.layers.Layer):
         p = self.num_prefix_tokens if self.with_cls_token else 0
         out = {}
         for i, blk in enumerate(self.blocks, start=1):
-            x = blk(x, training=training)
+            x, (h, w) = self.run_block(i, blk, x, p, (h, w), training=training)
             if i in self.out_layers:
                 out[f"layer{i}"] = tf.reshape(x[:, p:], (b, h, w, self.embed_dim))
         if not self.final_norm:
@@ -208,6 +208,12 @@ class ViT(keras.layers.Layer):
         if self.return_prefix:
             out["prefix"] = x[:, :p]
         return out
+
+    def run_block(self, index, block, x, num_prefix, grid, training=None):
+        """Runs block ``index`` (1-based) on the tokens x (B, num_prefix + h*w, C), prefix
+        tokens first, laid out on ``grid`` = (h, w) (tensors); returns ``(tokens, grid)``.
+        The hook where an encoder changes the token grid (SegViT's query down-sampling)."""
+        return block(x, training=training), grid
 
     def get_config(self):
         return {

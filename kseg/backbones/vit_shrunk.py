@@ -11,7 +11,8 @@ timm / Google checkpoints load with :func:`kseg.convert.vit.load_vit`):
   the token grid sampled with stride 2 (``x[:, ::2, ::2]``, "2x2 nearest", the ablation's best
   "Q/Nearest", Table 7); keys and values are the full-resolution tokens. Every later block
   runs on the ceil(h/2) x ceil(w/2) grid (stride 2P). QD adds no parameters: it reuses the
-  block's fused ``qkv`` kernel (its q columns on the sampled tokens, its k/v columns on all).
+  block's fused ``qkv`` kernel (its q columns on the sampled tokens, its k/v columns on all;
+  ``ViTBlock(x, queries=...)``).
   Authors' ``backbone/vit_shrink.py``: ``shrink_idx=8`` (0-based) for ViT-L, i.e.
   ``qd_block=9``; for ViT-B the Shrunk FLOPs of Table 8 (97.1 G; naive shrunk 74.1 G) are
   reproduced with ``qd_block=7`` (6 blocks at 1/16), see :mod:`kseg.models.segvit`.
@@ -23,38 +24,8 @@ each ``out_layers`` entry (h_i = ceil(H/P) after bottom/right padding, or its ce
 
 import keras
 import tensorflow as tf
-from keras import ops
 
 from kseg.backbones.vit import ViT
-from kseg.layers.attention import merge_heads, scaled_dot_product_attention, split_heads
-
-
-def query_downsampled_block(block, x, num_prefix, h, w, training=None):
-    """Runs a :class:`kseg.layers.vit_block.ViTBlock` with QD on the token grid.
-
-    Args:
-      block: the ViTBlock (its ``norm1``, ``attn.qkv``, ``attn.proj``, ``norm2``, ``mlp``).
-      x: (B, num_prefix + h*w, C) tokens, prefix tokens first. h, w: the grid (tensors).
-    Returns: (tokens (B, num_prefix + h2*w2, C), h2, w2) with h2 = ceil(h/2), w2 = ceil(w/2).
-    """
-    c = block.dim
-    b = tf.shape(x)[0]
-    grid = tf.reshape(x[:, num_prefix:], (b, h, w, c))[:, ::2, ::2]
-    h2, w2 = tf.shape(grid)[1], tf.shape(grid)[2]
-    queries = tf.concat([x[:, :num_prefix], tf.reshape(grid, (b, -1, c))], axis=1)
-    attn = block.attn
-    kernel = ops.cast(attn.qkv.kernel, x.dtype)
-    q = ops.matmul(block.norm1(queries), kernel[:, :c])
-    kv = ops.matmul(block.norm1(x), kernel[:, c:])
-    if attn.qkv_bias:
-        bias = ops.cast(attn.qkv.bias, x.dtype)
-        q, kv = q + bias[:c], kv + bias[c:]
-    k, v = ops.split(kv, 2, axis=-1)
-    heads = [split_heads(t, attn.num_heads) for t in (q, k, v)]
-    out = attn.proj_drop(attn.proj(merge_heads(scaled_dot_product_attention(*heads))), training=training)
-    y = queries + block.drop_path(out, training=training)
-    y = y + block.drop_path(block.mlp(block.norm2(y), training=training), training=training)
-    return y, h2, w2
 
 
 @keras.saving.register_keras_serializable(package="kseg")
@@ -76,33 +47,16 @@ class SegViTEncoder(ViT):
             raise ValueError("SegViTEncoder supports ViT backbones without a distillation token (vit_*)")
         self.qd_block = None if qd_block is None else int(qd_block)
 
-    def call(self, x, training=None):
-        x = self.patch_embed(x)
-        shape = tf.shape(x)
-        b, h, w = shape[0], shape[1], shape[2]
-        dtype = x.dtype
-        prefix_pos, patch_pos = self.interpolated_pos_embed(h, w)
-        x = tf.reshape(x, (b, -1, self.embed_dim)) + tf.cast(patch_pos, dtype)
-        p = 0
-        if self.with_cls_token:
-            prefix = tf.cast(tf.cast(self.cls_token, tf.float32) + prefix_pos, dtype)
-            x = tf.concat([tf.tile(prefix, [b, 1, 1]), x], axis=1)
-            p = 1
-        x = self.pos_drop(x, training=training)
-        out = {}
-        for i, blk in enumerate(self.blocks, start=1):
-            if i == self.qd_block:
-                x, h, w = query_downsampled_block(blk, x, p, h, w, training=training)
-            else:
-                x = blk(x, training=training)
-            if i in self.out_layers:
-                out[f"layer{i}"] = tf.reshape(x[:, p:], (b, h, w, self.embed_dim))
-        if self.final_norm:
-            x = self.norm(x)
-            out["final"] = tf.reshape(x[:, p:], (b, h, w, self.embed_dim))
-            if self.return_prefix and p:
-                out["prefix"] = x[:, :p]
-        return out
+    def run_block(self, index, block, x, num_prefix, grid, training=None):
+        """Block ``qd_block`` runs with QD: its queries are the prefix tokens and the token
+        grid sampled with stride 2; the grid becomes (ceil(h/2), ceil(w/2))."""
+        if index != self.qd_block:
+            return super().run_block(index, block, x, num_prefix, grid, training=training)
+        h, w = grid
+        b = tf.shape(x)[0]
+        sampled = tf.reshape(x[:, num_prefix:], (b, h, w, self.embed_dim))[:, ::2, ::2]
+        queries = tf.concat([x[:, :num_prefix], tf.reshape(sampled, (b, -1, self.embed_dim))], axis=1)
+        return block(x, queries=queries, training=training), (tf.shape(sampled)[1], tf.shape(sampled)[2])
 
     def get_config(self):
         return {**super().get_config(), "qd_block": self.qd_block}

@@ -31,7 +31,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from kseg.layers.attention import merge_heads, split_heads
+from kseg.layers.attention import merge_heads, scaled_dot_product_attention, split_heads
 from kseg.layers.sine_position import sine_position_embedding
 
 
@@ -195,10 +195,8 @@ class DetrAttention(keras.layers.Layer):
         q = split_heads(self.q_proj(query), self.num_heads)
         k = split_heads(self.k_proj(key), self.num_heads)
         v = split_heads(self.v_proj(value), self.num_heads)
-        scores = ops.cast(ops.matmul(q, ops.transpose(k, (0, 1, 3, 2))), "float32")
-        probs = tf.nn.softmax(scores * (1.0 / (self.hidden_size // self.num_heads) ** 0.5), axis=-1)
-        probs = ops.cast(self.attn_drop(probs, training=training), v.dtype)
-        return self.o_proj(merge_heads(ops.matmul(probs, v)))
+        out = scaled_dot_product_attention(q, k, v, dropout=self.attn_drop, training=training)
+        return self.o_proj(merge_heads(out))
 
     def get_config(self):
         return {**super().get_config(), "hidden_size": self.hidden_size, "num_heads": self.num_heads,

@@ -46,7 +46,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from kseg.layers.attention import merge_heads, split_heads
+from kseg.layers.attention import merge_heads, scaled_dot_product_attention, split_heads
 from kseg.layers.pos_embed import INTERPOLATIONS, resample_grid
 
 TORCH_LN_EPS = 1e-5  # nn.LayerNorm / nn.TransformerDecoderLayer default
@@ -66,11 +66,8 @@ def _embedding_init():
 def _attend(q, k, v, num_heads, dropout, training):
     """Multi-head attention returning (output (B, Nq, D), head-mean scaled scores fp32 (B, Nq, Nk))."""
     qh, kh, vh = (split_heads(t, num_heads) for t in (q, k, v))
-    scale = (q.shape[-1] // num_heads) ** -0.5
-    scores = ops.cast(ops.matmul(qh, ops.transpose(kh, (0, 1, 3, 2))), "float32") * scale
-    probs = ops.cast(tf.nn.softmax(scores, axis=-1), vh.dtype)
-    probs = dropout(probs, training=training)
-    return merge_heads(ops.matmul(probs, vh)), ops.mean(scores, axis=1)
+    out, scores = scaled_dot_product_attention(qh, kh, vh, dropout=dropout, training=training, return_scores=True)
+    return merge_heads(out), ops.mean(scores, axis=1)
 
 
 @keras.saving.register_keras_serializable(package="kseg")

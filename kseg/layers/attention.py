@@ -1,7 +1,20 @@
-"""Multi-head attention primitives with a float32 softmax.
+"""The multi-head attention core every kseg attention layer runs (timm ``layers/attention.py``
+keeps one ``Attention`` the same way), and SegFormer's efficient self-attention.
 
-Under a mixed policy the projections run in float16/bfloat16, but the softmax over
-attention scores runs in float32 (large score ranges overflow float16) and is cast back.
+:func:`scaled_dot_product_attention` is the one place where attention scores are formed:
+``softmax(Q K^T / sqrt(d) + bias) V`` (Vaswani et al. 2017, Eq. 1), with the scores, bias,
+softmax and (optional) attention-weight dropout in float32 whatever the policy (under a
+mixed policy the projections run in float16/bfloat16, whose range large score ranges
+overflow) and the weighted sum back in the dtype of the values. The layers around it only
+project, split and merge heads, under the names of their reference checkpoints:
+
+- :class:`kseg.layers.vit_block.ViTAttention` (timm ``Attention``, fused ``qkv``);
+- :class:`EfficientSelfAttention` (SegFormer, spatially reduced keys/values);
+- :class:`kseg.layers.window_attention.WindowAttention` (Swin, relative position bias and
+  the shifted-window mask);
+- ``DecoderSelfAttention`` / ``DecoderCrossAttention`` (SegViT's ATM, which also reads the
+  scores) in :mod:`kseg.heads.segvit_atm_head`;
+- ``DetrAttention`` (MaskFormer's transformer decoder) in :mod:`kseg.heads.maskformer_head`.
 """
 
 import keras
@@ -23,22 +36,39 @@ def merge_heads(x):
     return ops.reshape(x, (b, n, x.shape[2] * x.shape[3]))
 
 
-def scaled_dot_product_attention(q, k, v, mask=None):
-    """softmax(Q K^T / sqrt(d)) V with the softmax in float32 (Vaswani et al. 2017, Eq. 1).
+def scaled_dot_product_attention(q, k, v, bias=None, grouped_bias=None, dropout=None, training=None,
+                                 return_scores=False):
+    """``softmax(Q K^T / sqrt(d) + bias) V``, scores and softmax in float32.
 
     Args:
-      q: (B, heads, N, d); k, v: (B, heads, M, d).
-      mask: optional additive float mask broadcastable to (B, heads, N, M).
+      q: (..., N, d) queries; k, v: (..., M, d) keys and values with the same leading
+        (batch, heads) dimensions. d is the head width; the scale is ``d ** -0.5``.
+      bias: optional additive float bias broadcastable to the scores (..., N, M): a mask
+        (large negative values), or Swin's relative position bias (heads, N, M).
+      grouped_bias: optional additive (G, N, M) bias for a batch made of groups of G
+        consecutive entries (Swin's shifted-window mask: batch = images x G windows, window
+        g of every image gets ``grouped_bias[g]``); q's leading dims must be (B * G, heads)
+        with static trailing dims.
+      dropout: optional ``keras.layers.Dropout`` on the attention weights (float32).
+      training: passed to ``dropout``.
+      return_scores: also return the float32 scores (..., N, M) after scaling and biases,
+        before the softmax (SegViT's ATM turns them into masks).
     Returns:
-      (B, heads, N, d) in the dtype of ``v``.
+      (..., N, d) in the dtype of ``v``; with ``return_scores``, ``(output, scores)``.
     """
-    scale = 1.0 / (q.shape[-1] ** 0.5)
-    scores = ops.matmul(q, ops.transpose(k, (0, 1, 3, 2)))
-    scores = ops.cast(scores, "float32") * scale
-    if mask is not None:
-        scores = scores + ops.cast(mask, "float32")
-    probs = ops.cast(tf.nn.softmax(scores, axis=-1), v.dtype)
-    return ops.matmul(probs, v)
+    scores = tf.cast(tf.matmul(q, k, transpose_b=True), tf.float32) * (q.shape[-1] ** -0.5)
+    if bias is not None:
+        scores = scores + tf.cast(bias, tf.float32)
+    if grouped_bias is not None:
+        groups = tf.shape(grouped_bias)[0]
+        trailing = scores.shape[1:]
+        scores = tf.reshape(scores, (-1, groups, *trailing)) + tf.cast(grouped_bias, tf.float32)[None, :, None]
+        scores = tf.reshape(scores, (-1, *trailing))
+    probs = tf.nn.softmax(scores, axis=-1)
+    if dropout is not None:
+        probs = dropout(probs, training=training)
+    out = tf.matmul(tf.cast(probs, v.dtype), v)
+    return (out, scores) if return_scores else out
 
 
 @keras.saving.register_keras_serializable(package="kseg")

@@ -13,9 +13,13 @@ from kseg.layers.drop_path import DropPath
 
 @keras.saving.register_keras_serializable(package="kseg")
 class ViTAttention(keras.layers.Layer):
-    """Multi-head self-attention with one fused ``qkv`` projection (rows q, k, v) and ``proj``.
+    """Multi-head attention with one fused ``qkv`` projection (rows q, k, v) and ``proj``.
 
-    Input/output: (B, N, dim). Softmax in float32 (``scaled_dot_product_attention``).
+    ``attn(x)``: self-attention, (B, N, dim) -> (B, N, dim). ``attn(x, context=c)``: the
+    queries are x's (B, N, dim) and the keys/values c's (B, M, dim), through the same
+    ``qkv`` kernel (its q columns on x, its k/v columns on c; SegViT's query
+    down-sampling, :mod:`kseg.backbones.vit_shrunk`). Scores and softmax in float32
+    (:func:`kseg.layers.attention.scaled_dot_product_attention`).
     """
 
     def __init__(self, dim, num_heads, qkv_bias=True, dropout=0.0, **kwargs):
@@ -32,8 +36,17 @@ class ViTAttention(keras.layers.Layer):
         self.proj.build((None, None, self.dim))
         self.built = True
 
-    def call(self, x, training=None):
-        q, k, v = ops.split(self.qkv(x), 3, axis=-1)
+    def call(self, x, context=None, training=None):
+        if context is None:
+            q, k, v = ops.split(self.qkv(x), 3, axis=-1)
+        else:
+            c = self.dim
+            kernel = ops.cast(self.qkv.kernel, x.dtype)
+            q, kv = ops.matmul(x, kernel[:, :c]), ops.matmul(context, kernel[:, c:])
+            if self.qkv_bias:
+                bias = ops.cast(self.qkv.bias, x.dtype)
+                q, kv = q + bias[:c], kv + bias[c:]
+            k, v = ops.split(kv, 2, axis=-1)
         heads = [split_heads(t, self.num_heads) for t in (q, k, v)]
         out = merge_heads(scaled_dot_product_attention(*heads))
         return self.proj_drop(self.proj(out), training=training)
@@ -72,6 +85,10 @@ class ViTMlp(keras.layers.Layer):
 class ViTBlock(keras.layers.Layer):
     """``x + DropPath(attn(norm1(x)))`` then ``x + DropPath(mlp(norm2(x)))``. (B, N, dim) -> same.
 
+    ``block(x, queries=q)`` runs the block for the (B, N', dim) tokens ``q`` attending to all
+    of x: ``y = q + DropPath(attn(norm1(q), context=norm1(x)))``, then the MLP on y, giving
+    (B, N', dim) (the hook of SegViT's query down-sampling, which samples q from x).
+
     Args:
       dim, num_heads; mlp_ratio: hidden = mlp_ratio * dim (4, ViT). drop_path: stochastic
       depth rate of this block. dropout: timm ``drop_rate`` (projection / MLP dropout).
@@ -95,8 +112,12 @@ class ViTBlock(keras.layers.Layer):
             layer.build(shape)
         self.built = True
 
-    def call(self, x, training=None):
-        x = x + self.drop_path(self.attn(self.norm1(x), training=training), training=training)
+    def call(self, x, queries=None, training=None):
+        if queries is None:
+            x = x + self.drop_path(self.attn(self.norm1(x), training=training), training=training)
+        else:
+            attended = self.attn(self.norm1(queries), context=self.norm1(x), training=training)
+            x = queries + self.drop_path(attended, training=training)
         return x + self.drop_path(self.mlp(self.norm2(x), training=training), training=training)
 
     def get_config(self):

@@ -10,14 +10,16 @@ Helpers here work on dynamic sizes (``tf.shape``), so the Swin backbone takes an
 input size; callers pad feature maps to window multiples first.
 
 Names mirror the official Swin release (microsoft/Swin-Transformer ``WindowAttention``:
-``qkv``, ``proj``, ``relative_position_bias_table``). The softmax runs in float32 under a
-mixed policy and is cast back to the compute dtype.
+``qkv``, ``proj``, ``relative_position_bias_table``). Scores, bias, mask and softmax run in float32 in the
+shared core (:func:`kseg.layers.attention.scaled_dot_product_attention`).
 """
 
 import keras
 import numpy as np
 import tensorflow as tf
 from keras import ops
+
+from kseg.layers.attention import scaled_dot_product_attention
 
 # The official shifted-window mask value (a large negative logit, not -inf, so a row of
 # only masked entries can never appear and fp16 stays finite).
@@ -120,7 +122,6 @@ class WindowAttention(keras.layers.Layer):
             raise ValueError(f"dim {dim} is not divisible by num_heads {num_heads}")
         self.dim, self.num_heads, self.window_size, self.qkv_bias = dim, num_heads, int(window_size), qkv_bias
         self.head_dim = dim // num_heads
-        self.scale = self.head_dim ** -0.5
         self.qkv = keras.layers.Dense(3 * dim, use_bias=qkv_bias, name="qkv")
         self.proj = keras.layers.Dense(dim, name="proj")
         self.index = relative_position_index(self.window_size).reshape(-1)
@@ -149,15 +150,9 @@ class WindowAttention(keras.layers.Layer):
         # folds the 6-D window transpose into a batch matmul of unsupported rank).
         qkv = tf.reshape(self.qkv(tf.reshape(x, (-1, self.dim))), (-1, n, 3, h, d))
         qkv = tf.transpose(qkv, (2, 0, 3, 1, 4))  # (3, B*nW, heads, N, d)
-        q, k, v = qkv[0], qkv[1], qkv[2]
-        scores = tf.cast(tf.matmul(q, k, transpose_b=True), tf.float32) * self.scale
-        scores = scores + self.relative_position_bias()[None]
-        if attn_mask is not None:
-            nw = tf.shape(attn_mask)[0]
-            scores = tf.reshape(scores, (-1, nw, h, n, n)) + tf.cast(attn_mask, tf.float32)[None, :, None]
-            scores = tf.reshape(scores, (-1, h, n, n))
-        probs = tf.cast(tf.nn.softmax(scores, axis=-1), v.dtype)
-        out = tf.transpose(tf.matmul(probs, v), (0, 2, 1, 3))
+        out = scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], bias=self.relative_position_bias()[None],
+                                           grouped_bias=attn_mask)
+        out = tf.transpose(out, (0, 2, 1, 3))
         return tf.reshape(self.proj(tf.reshape(out, (-1, self.dim))), (-1, n, self.dim))
 
     def get_config(self):
