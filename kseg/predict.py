@@ -43,11 +43,10 @@ def main(argv=None):
     recipe = load_recipe(args.recipe, list(args.set) + ([f"eval.mode={args.mode}"] if args.mode else []))
     files = list_images(args.input)
 
-    import keras
-
     from kseg.data import get_dataset, load_image
     from kseg.inference import inference_kwargs, overlay, predict_labels, save_png
     from kseg.models import build_from_recipe
+    from kseg.utils.progress import track
 
     # Only the class names and palette are needed: skip checking the split's files.
     info = get_dataset(recipe.data.dataset, root=recipe.data.root, split=recipe.data.val_split,
@@ -56,15 +55,13 @@ def main(argv=None):
     model = build_from_recipe(recipe, checkpoint=args.checkpoint)
     kwargs = inference_kwargs(recipe.eval)
     os.makedirs(args.output, exist_ok=True)
-    bar = keras.utils.Progbar(len(files), unit_name="image")
-    for path in files:
+    for path in track(files, "predicting", unit="images"):
         image = load_image(path)
         labels = predict_labels(model, image[None].astype("float32"), **kwargs)[0].numpy()
         stem = os.path.splitext(os.path.basename(path))[0]
         save_png(labels.astype("uint8"), os.path.join(args.output, f"{stem}.png"), palette=info.palette)
         save_png(overlay(image, labels, info.palette, alpha=args.alpha),
                  os.path.join(args.output, f"{stem}_overlay.png"))
-        bar.add(1)
     print(f"wrote {len(files)} label maps and overlays to {args.output}")
     return 0
 

@@ -66,8 +66,13 @@ def run(recipe, work_dir, resume=False, strategy="auto", cpu_replicas=0):
 
     from kseg.data import build_dataset, get_dataset
     from kseg.models import build_from_recipe
-    from kseg.training.callbacks import (EvaluationCallback, LearningRateLogger, NonFiniteLossGuard,
-                                         SafeBackupAndRestore, StepLogger, _save_weights_atomic)
+    from kseg.training.callbacks import (
+        EvaluationCallback,
+        NonFiniteLossGuard,
+        SafeBackupAndRestore,
+        _save_weights_atomic,
+    )
+    from kseg.training.monitor import TrainMonitor
     from kseg.training.precision import set_precision
     from kseg.training.train_step import install_train_step
 
@@ -118,17 +123,16 @@ def run(recipe, work_dir, resume=False, strategy="auto", cpu_replicas=0):
         install_train_step(model, t.accumulate_steps)
     if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         prebuild_for_fit(model, strategy, train_ds)
-    writer = tf.summary.create_file_writer(os.path.join(work_dir, "tensorboard", "val")) if chief else None
+    # tensorboard/train and tensorboard/val: every scalar against the optimizer step.
+    writers = {run: tf.summary.create_file_writer(os.path.join(work_dir, "tensorboard", run)) if chief else None
+               for run in ("train", "val")}
     guard = NonFiniteLossGuard()
     backup = SafeBackupAndRestore(backup_dir, steps, chief=chief, guard=guard)
     evaluator = EvaluationCallback(
         val_ds, recipe.eval, info.num_classes, info.classes, info.palette, work_dir,
-        t.eval_interval, t.max_steps, t.num_overlays, writer, chief=chief, guard=guard,
+        t.eval_interval, t.max_steps, t.num_overlays, writers["val"], chief=chief, guard=guard,
     )
-    callbacks = [guard, backup, evaluator, StepLogger(t.log_interval, t.max_steps)]
-    if chief:
-        callbacks += [keras.callbacks.TensorBoard(os.path.join(work_dir, "tensorboard"), update_freq=t.log_interval),
-                      LearningRateLogger(writer, t.log_interval)]
+    callbacks = [guard, backup, TrainMonitor(t.log_interval, t.max_steps, writers["train"]), evaluator]
     epochs = t.max_steps // steps
     print(f"kseg.train: {model.variant} ({model.count_params() / 1e6:.2f} M params) on "
           f"{info.name}, {t.max_steps} steps x batch {t.global_batch_size} ({describe(strategy)}, "
@@ -137,7 +141,9 @@ def run(recipe, work_dir, resume=False, strategy="auto", cpu_replicas=0):
           f"work dir {work_dir}" + (f"; resuming at step {start_step}" if start_step else ""), flush=True)
     start = time.time()
     try:
-        model.fit(train_ds, epochs=epochs, steps_per_epoch=steps, callbacks=callbacks, verbose=0)
+        # shuffle=False: the pipeline shuffles (Keras would warn that it ignores shuffle=True).
+        model.fit(train_ds, epochs=epochs, steps_per_epoch=steps, callbacks=callbacks, verbose=0,
+                  shuffle=False)
     except tf.errors.OpError as e:
         reason = _input_error(e)
         if reason is None:
@@ -164,7 +170,8 @@ def run(recipe, work_dir, resume=False, strategy="auto", cpu_replicas=0):
     if chief:
         with open(os.path.join(work_dir, "summary.json"), "w") as f:
             json.dump(summary, f, indent=2)
-    print(f"weights fingerprint: {_fingerprint(model)}", flush=True)
+    if os.environ.get("KSEG_PRINT_FINGERPRINT"):  # compared across workers by the tests
+        print(f"weights fingerprint: {_fingerprint(model)}", flush=True)
     if recipe.data.skip_bad_samples:
         print(f"kseg.train: skipped {len(bad)} bad sample(s)" + "".join(f"\n  {p}" for p in bad), flush=True)
     print(f"\nDone: {summary['steps']} steps in {elapsed / 60:.1f} min; best val mIoU "

@@ -16,12 +16,12 @@ import re
 import weakref
 from typing import Callable, Optional, Sequence
 
-import keras
 import numpy as np
 import tensorflow as tf
 
 from kseg.inference.predictor import MODES, predict_logits
 from kseg.metrics.confusion import confusion_matrix, summarize
+from kseg.utils.progress import ProgressTask
 
 
 def _cfg(eval_cfg, key, default):
@@ -123,7 +123,8 @@ def evaluate(
         ``scale``, ``crop_size``, ``stride``; None: whole, original size.
       class_names: K names for the per-class dicts and the table.
       ignore_index: label value skipped (255).
-      progress: show a ``keras.utils.Progbar`` (counted in batches) with the running mIoU.
+      progress: show the progress (counted in batches) with the running mIoU
+        (:mod:`kseg.utils.progress`: a bar on a terminal, periodic lines otherwise).
       max_images: stop after this many images (the last batch is cut).
       on_image: called as ``on_image(image, label, pred)`` per image with numpy arrays
         image [H, W, 3] (as given), label int32 [H, W], pred int32 [H, W] (e.g. to
@@ -145,12 +146,10 @@ def evaluate(
     total = np.zeros((k, k), np.int64)
     seen = 0
     target = _num_batches(dataset)
-    bar = keras.utils.Progbar(target, stateful_metrics=["mIoU"]) if progress else None
-    batches = 0
+    bar = ProgressTask("evaluating", target, "batches") if progress else None
     for b, element in enumerate(dataset):
         if max_images is not None and seen >= max_images:
             break
-        batches = b + 1
         images, labels = _split(element)
         images, labels = tf.convert_to_tensor(images), tf.convert_to_tensor(labels)
         if images.shape.rank == 3:  # unbatched [H, W, 3], [H, W]
@@ -164,6 +163,8 @@ def evaluate(
         except tf.errors.InvalidArgumentError as e:
             found = re.search(r"assertion failed: (.*)", e.message)
             reason = found.group(1) if found else e.message
+            if bar is not None:
+                bar.close()
             last = seen + int(images.shape[0]) - 1
             which = f"image {seen}" if last == seen else f"images {seen}..{last}"
             raise ValueError(
@@ -177,10 +178,10 @@ def evaluate(
                 on_image(imgs[i], labs[i], prs[i])
         seen += n
         if bar is not None:
-            bar.update(b + 1, values=[("mIoU", summarize(total)["mIoU"])])
+            bar.update(b + 1, info=f"mIoU {summarize(total)['mIoU']:.2f}")
     summary = summarize(total, class_names)
-    if bar is not None and batches != target:  # stopped early or unknown length
-        bar.update(batches, values=[("mIoU", summary["mIoU"])], finalize=True)
+    if bar is not None:
+        bar.close()
     summary["confusion_matrix"] = total.tolist()
     summary["num_images"] = seen
     return summary

@@ -1,6 +1,6 @@
-"""Callbacks of a kseg training run: periodic evaluation with best/last checkpoints,
-learning-rate logging and TensorBoard overlays, crash-safe backups, a NaN guard and
-step logging. Under multi-worker training every worker runs them (evaluation is a
+"""Callbacks of a kseg training run: periodic evaluation with best/last checkpoints and
+TensorBoard scalars and overlays, crash-safe backups and a NaN guard (progress and train
+scalars: :mod:`kseg.training.monitor`). Under multi-worker training every worker runs them (evaluation is a
 collective), only the chief writes files."""
 
 import json
@@ -11,9 +11,8 @@ import time
 
 import keras
 import numpy as np
-import tensorflow as tf
 
-from kseg.training.optimizer import optimizer_learning_rates
+from kseg.training.monitor import write_evaluation
 
 log = logging.getLogger("kseg.train")
 
@@ -69,7 +68,7 @@ class EvaluationCallback(keras.callbacks.Callback):
         start = time.time()
         summary = evaluate_distributed(self.model, self.val_ds, self.num_classes, self.eval_cfg,
                                        strategy=self.model.distribute_strategy,
-                                       class_names=self.class_names, progress=False, on_image=collect)
+                                       class_names=self.class_names, progress=True, on_image=collect)
         summary["step"] = step
         summary["eval_seconds"] = round(time.time() - start, 1)
         improved = summary["mIoU"] > self.best["mIoU"]
@@ -91,12 +90,7 @@ class EvaluationCallback(keras.callbacks.Callback):
         if logs is not None:
             logs["val_mIoU"] = summary["mIoU"]
         if self.writer is not None and self.chief:
-            with self.writer.as_default(step=step):
-                for key in ("mIoU", "aAcc", "mAcc"):
-                    tf.summary.scalar(f"val/{key}", summary[key])
-                if strips:
-                    tf.summary.image("val/overlays", np.stack(_same_size(strips)), max_outputs=len(strips))
-            self.writer.flush()
+            write_evaluation(self.writer, step, summary, np.stack(_same_size(strips)) if strips else None)
 
 
 def _same_size(strips):
@@ -104,22 +98,6 @@ def _same_size(strips):
     h = min(s.shape[0] for s in strips)
     w = min(s.shape[1] for s in strips)
     return [s[:h, :w] for s in strips]
-
-
-class LearningRateLogger(keras.callbacks.Callback):
-    """Writes each sub-optimizer's learning rate to TensorBoard every ``interval`` steps."""
-
-    def __init__(self, writer, interval):
-        super().__init__()
-        self.writer, self.interval = writer, max(1, interval)
-
-    def on_train_batch_end(self, batch, logs=None):
-        step = _step(self.model)
-        if step % self.interval:
-            return
-        with self.writer.as_default(step=step):
-            for i, lr in enumerate(optimizer_learning_rates(self.model.optimizer)):
-                tf.summary.scalar("train/lr" if i == 0 else f"train/lr_group{i}", lr)
 
 
 class NonFiniteLossGuard(keras.callbacks.Callback):
@@ -210,25 +188,3 @@ class SafeBackupAndRestore(keras.callbacks.BackupAndRestore):
     def on_train_end(self, logs=None):
         if self.chief and not self._tripped():
             super().on_train_end(logs)
-
-
-class StepLogger(keras.callbacks.Callback):
-    """Prints ``step N/M loss L lr X`` every ``interval`` optimizer steps (one line each,
-    flushed: logs of batch jobs and of killed runs show how far training got)."""
-
-    def __init__(self, interval, max_steps):
-        super().__init__()
-        self.interval, self.max_steps = max(1, int(interval)), int(max_steps)
-        self.start = None
-
-    def on_train_begin(self, logs=None):
-        self.start = time.time()
-
-    def on_train_batch_end(self, batch, logs=None):
-        step = _step(self.model)
-        if step % self.interval and step != self.max_steps:
-            return
-        lrs = optimizer_learning_rates(self.model.optimizer)
-        loss = (logs or {}).get("loss")
-        print(f"step {step}/{self.max_steps} loss {float(loss):.6g} lr {lrs[0]:.6g} "
-              f"({time.time() - self.start:.0f}s)", flush=True)

@@ -18,12 +18,12 @@ from __future__ import annotations
 
 from typing import Callable, Optional, Sequence
 
-import keras
 import numpy as np
 import tensorflow as tf
 
 from kseg.inference.evaluator import _split, _step_fn, evaluate, inference_kwargs
 from kseg.metrics.confusion import summarize
+from kseg.utils.progress import ProgressTask
 
 
 def _prepare(element):
@@ -66,7 +66,7 @@ def evaluate_distributed(
     step = _step_fn(model, k, ignore_index, inference_kwargs(eval_cfg, logits_fn))
     total = np.zeros((k, k), np.int64)
     seen = 0
-    bar = keras.utils.Progbar(None, stateful_metrics=["mIoU"]) if progress else None
+    bar = ProgressTask("evaluating", None, "rounds") if progress else None
     iterator = iter(dataset)
     rounds = 0
     while True:
@@ -101,9 +101,11 @@ def evaluate_distributed(
                     on_image(imgs[i], labs[i], p)
         rounds += 1
         if bar is not None:
-            bar.update(rounds, values=[("mIoU", summarize(total)["mIoU"])])
+            bar.update(rounds, info=f"mIoU {summarize(total)['mIoU']:.2f}")
         if real < replicas:
             break
+    if bar is not None:
+        bar.close()
     summary = summarize(total, class_names)
     summary["confusion_matrix"] = total.tolist()
     summary["num_images"] = seen

@@ -75,7 +75,8 @@ def test_evaluate_matches_reference(cfg):
     assert seen == [((h, w, 3), (h, w), (h, w)) for h, w in SIZES]
 
 
-def test_batches_max_images_progress_and_json(tmp_path, capsys):
+def test_batches_max_images_progress_and_json(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("KSEG_PROGRESS", "bar")  # a terminal's bar (a pipe shows long runs only)
     m = model()
     rng = np.random.default_rng(1)
     batches = [

@@ -58,7 +58,7 @@ def _fingerprint(stdout):
 @pytest.mark.slow
 def test_two_workers_match_one_process(tmp_path, camvid_tiny):  # noqa: F811
     args = ["--recipe", RECIPE, *sets(*TINY, f"data.root={camvid_tiny}")]
-    base_env = {**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    base_env = {**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "2", "KSEG_PRINT_FINGERPRINT": "1"}
     base_env.pop("TF_CONFIG", None)
     ports = _free_ports(2)
     cluster = {"worker": [f"localhost:{p}" for p in ports]}

@@ -75,7 +75,7 @@ def test_train_evaluate_predict(tmp_path, camvid_tiny):
     # 3 val images of 360x480, void pixels excluded: the matrix counts labelled pixels only.
     assert 0 < np.sum(ev["confusion_matrix"]) <= 3 * 360 * 480
     tags = tensorboard_tags(work / "tensorboard")
-    assert {"batch_loss", "train/lr", "val/mIoU", "val/overlays"} <= tags, tags
+    assert {"train/loss", "train/lr", "val/mIoU", "val/overlays"} <= tags, tags
 
     r = cli("kseg.evaluate", "--recipe", RECIPE, "--checkpoint", str(work / "best.weights.h5"),
             "--output", str(tmp_path / "eval.json"), *sets(*TINY, f"data.root={camvid_tiny}"))
