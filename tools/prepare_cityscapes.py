@@ -15,8 +15,8 @@ evaluation -> 255) and saved next to it as ``*_gtFine_labelTrainIds.png`` (8-bit
 This is what cityscapesScripts' ``createTrainIdLabelImgs`` and mmseg's converter produce,
 but from the id maps rather than the polygon JSON, so it needs neither package.
 
-Existing outputs are kept unless ``--overwrite``. A progress bar uses tqdm when it is
-installed (it is not a kseg dependency), plain progress lines otherwise. The run ends with
+Existing outputs are kept unless ``--overwrite``. Progress shows as a bar on a terminal,
+as plain lines otherwise (:mod:`kseg.utils.progress`). The run ends with
 a summary (converted / skipped / failed per split, values outside the id table) and exits
 1 if any file failed, 2 if ROOT or ``gtFine/`` is missing.
 """
@@ -42,11 +42,7 @@ from kseg.data.cityscapes import (  # noqa: E402
     LABEL_SUFFIX,
     id_to_train_id_lut,
 )
-
-try:  # optional: not in requirements.txt
-    from tqdm import tqdm
-except ImportError:  # pragma: no cover - depends on the environment
-    tqdm = None
+from kseg.utils.progress import ProgressTask  # noqa: E402
 
 
 def find_label_id_maps(root, splits):
@@ -94,30 +90,6 @@ def convert_one(src, dst, lut):
     return unknown
 
 
-class _Progress:
-    """tqdm when installed, else a line every ~10% (and at the end)."""
-
-    def __init__(self, total, desc):
-        self.total, self.desc, self.done, self.next_pct = total, desc, 0, 10
-        self.bar = tqdm(total=total, desc=desc, unit="img") if tqdm is not None else None
-        if self.bar is None:
-            print(f"{desc}: {total} label maps", flush=True)
-
-    def update(self):
-        self.done += 1
-        if self.bar is not None:
-            self.bar.update(1)
-            return
-        pct = 100 * self.done // max(1, self.total)
-        if pct >= self.next_pct or self.done == self.total:
-            print(f"{self.desc}: {self.done}/{self.total} ({pct}%)", flush=True)
-            self.next_pct = pct - pct % 10 + 10
-
-    def close(self):
-        if self.bar is not None:
-            self.bar.close()
-
-
 def prepare(root, splits=CITYSCAPES_SPLITS, overwrite=False, workers=4, progress=True):
     """Converts every id map of ``splits`` under ``root``; returns the summary dict.
 
@@ -145,7 +117,7 @@ def prepare(root, splits=CITYSCAPES_SPLITS, overwrite=False, workers=4, progress
         except Exception as e:  # reported in the summary, the run goes on
             return split, src, None, f"{type(e).__name__}: {e}"
 
-    bar = _Progress(len(todo), "prepare_cityscapes") if progress and todo else None
+    bar = ProgressTask("prepare_cityscapes", len(todo), "label maps") if progress and todo else None
     with ThreadPoolExecutor(max(1, int(workers))) as pool:
         for split, src, unknown, error in pool.map(work, todo):
             if error is None:
@@ -156,7 +128,7 @@ def prepare(root, splits=CITYSCAPES_SPLITS, overwrite=False, workers=4, progress
                 summary["failed"][split] += 1
                 summary["failures"].append((src, error))
             if bar is not None:
-                bar.update()
+                bar.update(advance=1)
     if bar is not None:
         bar.close()
     summary["seconds"] = time.time() - start

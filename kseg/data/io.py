@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image
 
 from kseg.data.registry import DatasetError, DatasetInfo
+from kseg.utils.progress import track
 
 log = logging.getLogger(__name__)
 
@@ -159,9 +160,11 @@ def check_samples(info: DatasetInfo, skip_bad_samples: bool = False) -> None:
     """
     list_file = info.list_file or info.root
     pairs = list(info.samples)
+    checking = f"checking {info.name}/{info.split}"
     if len(pairs) > 64:
         with ThreadPoolExecutor(8) as pool:
-            problems = list(pool.map(lambda p: _check_one(p[0], p[1], list_file), pairs))
+            problems = list(track(pool.map(lambda p: _check_one(p[0], p[1], list_file), pairs),
+                                  checking, total=len(pairs), unit="samples"))
     else:
         problems = [_check_one(i, l, list_file) for i, l in pairs]
     good = []

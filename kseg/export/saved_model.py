@@ -23,6 +23,8 @@ from typing import Optional, Sequence
 
 import tensorflow as tf
 
+from kseg.utils.progress import phase
+
 SIGNATURE = "serving_default"
 
 
@@ -99,8 +101,9 @@ def export_saved_model(model, path: str, mode: str = "whole",
             os.remove(path)
     module = SegmentationServingModule(model, mode=mode, scale=scale, crop_size=crop_size,
                                        stride=stride)
-    tf.saved_model.save(module, path,
-                        signatures={SIGNATURE: module.serve.get_concrete_function()})
+    with phase(f"writing SavedModel {path}"):
+        tf.saved_model.save(module, path,
+                            signatures={SIGNATURE: module.serve.get_concrete_function()})
     return module
 
 

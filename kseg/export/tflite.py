@@ -45,6 +45,8 @@ from typing import Callable, Iterable, Optional, Sequence
 import numpy as np
 import tensorflow as tf
 
+from kseg.utils.progress import phase, track
+
 QUANTIZE_MODES = ("none", "fp16", "dynamic", "int8")
 DEFAULT_INPUT_SIZE = (512, 512)
 SIGNATURE = "serving_default"
@@ -220,12 +222,14 @@ def convert(model, input_size: Sequence[int] = DEFAULT_INPUT_SIZE, quantize: str
             if x.shape != (1, h, w, 3) or x.dtype != np.uint8:
                 raise ValueError(f"representative_data[{i}] is {x.dtype} {x.shape}; expected "
                                  f"uint8 (1, {h}, {w}, 3)")
-        converter.representative_dataset = lambda: ([x] for x in data)
+        converter.representative_dataset = lambda: ([x] for x in track(
+            data, "int8 calibration", unit="images"))
         if float_ops:
             converter._experimental_calibrate_only = True  # quantize below, with a denylist
     name = getattr(model, "variant", None) or model.name
     try:
-        content = converter.convert()
+        with phase(f"converting {name} to TFLite ({quantize})"):
+            content = converter.convert()
     except Exception as e:  # ConverterError: the message lists unsupported ops
         if "neither a custom op nor a flex op" in str(e) or "TF Select ops" in str(e):
             raise _unsupported_op_error(e, name) from e
@@ -233,8 +237,9 @@ def convert(model, input_size: Sequence[int] = DEFAULT_INPUT_SIZE, quantize: str
     if quantize == "int8" and float_ops:
         from tensorflow.lite.python.convert import mlir_quantize
 
-        content = mlir_quantize(content, fully_quantize=False,
-                                denylisted_ops=[str(o).upper() for o in float_ops])
+        with phase("quantizing to int8"):
+            content = mlir_quantize(content, fully_quantize=False,
+                                    denylisted_ops=[str(o).upper() for o in float_ops])
     left = sorted(set(op_summary(content)["ops"]) & {"VAR_HANDLE", "READ_VARIABLE"})
     if left:
         raise RuntimeError(f"{name}: the converted model still reads variables at run time "
@@ -266,7 +271,8 @@ def representative_images(recipe, input_size: Sequence[int], num_images: int = 1
     ds = build_dataset(recipe.data, split=recipe.data.train_split, training=True,
                        batch_size=1, seed=seed)
     out = []
-    for images, _ in ds.take(int(num_images)):
+    for images, _ in track(ds.take(int(num_images)), "reading calibration images", total=int(num_images),
+                           unit="images"):
         x = tf.image.resize(images, (h, w), method="bilinear")
         out.append(tf.cast(tf.clip_by_value(tf.round(x), 0, 255), tf.uint8).numpy())
     return out

@@ -83,10 +83,12 @@ def val_samples(recipe, num_images: int, split: Optional[str] = None):
     """Yields ``(image uint8 [H, W, 3], label int32 [H, W])`` of the recipe's val split
     (first ``num_images`` in split order). Raises kseg.data.DatasetError when missing."""
     from kseg.data import build_dataset
+    from kseg.utils.progress import track
 
     split = split or recipe.data.val_split
     ds = build_dataset(recipe.data, split=split, training=False, batch_size=1)
-    for image, label in ds.take(int(num_images)):
+    # The count advances when the consumer asks for the next image: it shows verification.
+    for image, label in track(ds.take(int(num_images)), "verifying", total=int(num_images), unit="images"):
         yield image[0].numpy().astype(np.uint8), label[0].numpy().astype(np.int32)
 
 
