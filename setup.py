@@ -33,6 +33,7 @@ setup(
             "kseg-train=kseg.train:main",
             "kseg-evaluate=kseg.evaluate:main",
             "kseg-predict=kseg.predict:main",
+            "kseg-export=kseg.export.__main__:main",
         ]
     },
 )

@@ -3,6 +3,9 @@
 import os
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+# TensorFlow's C++ INFO lines at start-up (CPU features, ...); its warnings and errors stay.
+# Set before TensorFlow loads; a user's own TF_CPP_MIN_LOG_LEVEL wins.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
 from kseg import models  # noqa: E402
 from kseg.config import load_recipe  # noqa: E402
