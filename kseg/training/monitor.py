@@ -3,16 +3,17 @@ against the optimizer step.
 
 :class:`TrainMonitor` is the one callback that reports the training loop:
 
-- the console (through :mod:`kseg.utils.progress`): on a terminal a live bar with step,
-  loss, learning rate, s/step, data time and ETA; elsewhere one line after the first step
-  (which includes tracing and compiling), then every ``log_interval`` steps and at the
-  last step, as mmseg's logger does::
+- the console (through :mod:`kseg.utils.progress`): one line after the first step (which
+  includes tracing and compiling), then every ``log_interval`` steps and at the last step,
+  as mmseg's logger does; on a terminal also a live bar below them (step, latest loss,
+  elapsed time, ETA)::
 
       step 100/2800 loss 1.2345 lr 9.71e-04 (0.452 s/step, data 0.003 s, eta 20:21)
 
 - TensorBoard (``tensorboard/train``), at the same steps: ``train/loss``, ``train/lr``
   (``train/lr_group<i>`` for further parameter groups), ``train/time`` and
-  ``train/data_time`` (seconds per step).
+  ``train/data_time`` (seconds per step). The learning rate of step N is the one step N
+  used (mmseg logs it so too), not the one the schedule gives the next step.
 
 :func:`write_evaluation` writes the evaluation scalars and overlays
 (``tensorboard/val``: ``val/mIoU``, ``val/aAcc``, ``val/mAcc`` in percent, ``val/overlays``).
@@ -99,13 +100,19 @@ class TrainMonitor(keras.callbacks.Callback):
         self._steps_window = 0
         self._timed_steps, self._timed_seconds = 0, 0.0  # for the ETA, first step excluded
         self._epoch_sum = 0.0
+        self._lrs = optimizer_learning_rates(self.model.optimizer)
         self._bar = ProgressTask("train", self.max_steps, "steps", line_every=None, min_seconds=None)
-        self._bar.update(self.start_step)
+        self._bar.update(self.start_step, info="compiling")
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch_sum = 0.0  # Keras resets its loss mean per epoch
 
     def on_train_batch_begin(self, batch, logs=None):
+        # The learning rate the coming step uses (the optimizer reads its schedule at the
+        # current step count), read only when that step will be logged.
+        upcoming = self._last_step + getattr(self.model, "steps_per_execution", 1)
+        if upcoming % self.interval == 0 or upcoming >= self.max_steps or upcoming == self.start_step + 1:
+            self._lrs = optimizer_learning_rates(self.model.optimizer)
         self._batch_start = time.perf_counter()
 
     def on_train_batch_end(self, batch, logs=None):
@@ -129,21 +136,18 @@ class TrainMonitor(keras.callbacks.Callback):
                if self._timed_steps else None)
         log_step = step % self.interval == 0 or step >= self.max_steps
         first = step - self.start_step == steps  # shown at once: it includes tracing
-        if not log_step and not (first and self._bar.mode == "lines"):
-            if self._bar.mode == "bar":
-                self._bar.update(step, eta=eta)
+        if not (log_step or first):
+            self._bar.update(step, eta=eta)
             return
         n = self._steps_window
         loss, step_time = self._loss_window / n, self._time_window / n
         data_time = self._data_window / n if self._inner_train_function is not None else None
-        lrs = optimizer_learning_rates(self.model.optimizer)
+        lrs = self._lrs
         timing = f"{step_time:.3f} s/step" + ("" if data_time is None else f", data {data_time:.3f} s")
-        if self._bar.mode == "bar":
-            self._bar.update(step, eta=eta, info=f"loss {loss:.4f} lr {lrs[0]:.2e} {timing}")
-        else:
-            self._bar.print_line(f"step {step}/{self.max_steps} loss {loss:.4f} lr {lrs[0]:.2e} ("
-                                 f"{timing}, eta {format_seconds(eta)})"
-                                 + (" first step: includes tracing and compiling" if first else ""))
+        self._bar.update(step, eta=eta, info=f"loss {loss:.4f}")
+        self._bar.print_line(f"step {step}/{self.max_steps} loss {loss:.4f} lr {lrs[0]:.2e} ("
+                             f"{timing}, eta {format_seconds(eta)})"
+                             + (" first step, incl. compiling" if first else ""))
         if not log_step:
             return
         if self.writer is not None:

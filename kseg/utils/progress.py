@@ -79,11 +79,9 @@ def _columns():
             if task.finished:
                 return Text("")
             eta = task.fields.get("eta")
-            if eta is None:
-                eta = task.time_remaining
             return Text("" if eta is None else f"eta {format_seconds(eta)}")
 
-    return (TextColumn("{task.description}"), BarColumn(bar_width=30), Count(),
+    return (TextColumn("{task.description}"), BarColumn(bar_width=20), Count(),
             TextColumn("{task.fields[info]}"), TimeElapsedColumn(), Eta())
 
 
@@ -144,6 +142,7 @@ class ProgressTask:
         self.info = ""
         self.start = self._last_line = time.perf_counter()
         self._progress = self._task = None
+        self._first = None  # (time, count) at the first update with a count
         self._closed = False
         if self.mode == "bar":
             self._progress = _acquire_display()
@@ -163,6 +162,8 @@ class ProgressTask:
         self.completed = completed if completed is not None else self.completed + advance
         if info is not None:
             self.info = info
+        if eta is None:
+            eta = self._eta()
         if self.mode == "bar":
             self._progress.update(self._task, completed=self.completed, info=self.info, eta=eta)
         elif self.mode == "lines" and self.line_every is not None:
@@ -171,13 +172,20 @@ class ProgressTask:
                 self._last_line = now
                 self.print_line(self._status(eta))
 
+    def _eta(self) -> float | None:
+        """Remaining units x the mean time per unit after the first one (which carries
+        tracing and warm-up, as Keras' Progbar estimates)."""
+        if self._first is None and self.completed > 0:
+            self._first = (time.perf_counter(), self.completed)
+        if not self.total or self._first is None or self.completed <= self._first[1]:
+            return None
+        rate = (time.perf_counter() - self._first[0]) / (self.completed - self._first[1])
+        return rate * max(self.total - self.completed, 0)
+
     def _status(self, eta: float | None = None) -> str:
         count = f"{self.completed}/{self.total}" if self.total is not None else f"{self.completed}"
         text = f"{self.description}: {count} {self.unit}".rstrip()
-        elapsed = self.elapsed
-        if eta is None and self.total and self.completed:
-            eta = elapsed / self.completed * (self.total - self.completed)
-        text += f" ({format_seconds(elapsed)}" + (f", eta {format_seconds(eta)}" if eta else "") + ")"
+        text += f" ({format_seconds(self.elapsed)}" + (f", eta {format_seconds(eta)}" if eta else "") + ")"
         return text + (f" {self.info}" if self.info else "")
 
     def print_line(self, text: str) -> None:
