@@ -1,133 +1,16 @@
-"""Helpers shared by the checkpoint converters: read, transpose, check, assign, report.
+"""The pieces every converter shares: layout transposes, variable binding, shape checks,
+the :class:`LoadReport`.
 
-A converter turns a foreign checkpoint (a flat ``{key: array}`` state dict) into the
-variables of a built kseg model. The pieces here know nothing about any architecture:
-
-- :func:`read_state_dict` reads a checkpoint into ``{str: np.ndarray}`` from a model
-  folder (``model.safetensors``, ``pytorch_model.bin``, or their sharded ``*.index.json``
-  forms), a single ``.safetensors`` / ``.bin`` / ``.pt`` / ``.pth`` file, or an in-memory
-  mapping (numpy arrays or torch tensors). Safetensors are read with ``safetensors.numpy``
-  (no torch needed); torch pickles need torch, imported only then, and are loaded with
-  ``weights_only=True`` (no arbitrary code runs).
-- the ``*_kernel`` functions transpose PyTorch weight layouts into Keras ones.
-- :func:`check_shapes` validates every (key, variable) pair *before* anything is
-  assigned, so a failed conversion leaves the model untouched;
-  :func:`assign_all` then writes them.
-- :class:`LoadReport` lists what was loaded, skipped, missing and unexpected.
+A converter binds checkpoint keys to the variables of a built kseg model with
+:class:`Target` s (the key, the variable, the transform between PyTorch and Keras layouts),
+made by walking the model's attributes with :func:`dense_targets` / :func:`conv_targets` /
+:func:`norm_targets` / :func:`batchnorm_targets`. :func:`check_shapes` validates every
+pair before anything is assigned (:mod:`kseg.convert.loader` does the rest).
 """
 
 import dataclasses
-import json
-import os
 
 import numpy as np
-
-SAFETENSORS_NAMES = ("model.safetensors", "model.safetensors.index.json")
-TORCH_NAMES = ("pytorch_model.bin", "pytorch_model.bin.index.json")
-TORCH_SUFFIXES = (".bin", ".pt", ".pth")
-
-
-# --------------------------------------------------------------------------- reading
-
-
-def to_numpy(value):
-    """A numpy array from a numpy array, a torch tensor (any device, grad or not), or a list."""
-    if hasattr(value, "detach"):  # torch.Tensor, without importing torch
-        value = value.detach().cpu()
-        if str(value.dtype) == "torch.bfloat16":  # numpy has no bfloat16
-            value = value.float()
-        return value.numpy()
-    return np.asarray(value)
-
-
-def _load_safetensors(path):
-    from safetensors.numpy import load_file
-
-    try:
-        return load_file(path)
-    except (TypeError, ValueError) as err:  # e.g. bfloat16, which numpy cannot hold
-        try:
-            from safetensors.torch import load_file as load_torch
-        except ImportError:
-            raise ValueError(
-                f"cannot read {path} with safetensors.numpy ({err}); install torch to read "
-                "bfloat16 checkpoints"
-            ) from err
-        return {k: to_numpy(v) for k, v in load_torch(path).items()}
-
-
-def _load_torch(path):
-    try:
-        import torch
-    except ImportError as err:
-        raise ImportError(
-            f"{path} is a PyTorch pickle; reading it needs torch (pip install torch), or "
-            "convert it to .safetensors first"
-        ) from err
-    obj = torch.load(path, map_location="cpu", weights_only=True)
-    # Training checkpoints wrap the weights: {"state_dict": {...}} or {"model": {...}}.
-    for wrapper in ("state_dict", "model"):
-        if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):
-            obj = obj[wrapper]
-    if not isinstance(obj, dict):
-        raise ValueError(f"{path} holds a {type(obj).__name__}, not a state dict")
-    return {k: to_numpy(v) for k, v in obj.items() if hasattr(v, "shape")}
-
-
-def _load_sharded(index_path, loader):
-    with open(index_path) as f:
-        weight_map = json.load(f)["weight_map"]
-    folder = os.path.dirname(index_path)
-    state = {}
-    for shard in sorted(set(weight_map.values())):
-        state.update(loader(os.path.join(folder, shard)))
-    return state
-
-
-def _load_file(path):
-    if path.endswith(".index.json"):
-        loader = _load_safetensors if ".safetensors" in path else _load_torch
-        return _load_sharded(path, loader)
-    if path.endswith(".safetensors"):
-        return _load_safetensors(path)
-    if path.endswith(TORCH_SUFFIXES):
-        return _load_torch(path)
-    raise ValueError(
-        f"unsupported checkpoint file {path!r}: expected .safetensors, "
-        f"{'/'.join(TORCH_SUFFIXES)} or a sharded *.index.json"
-    )
-
-
-def read_state_dict(source):
-    """Reads a checkpoint into a flat ``{key: np.ndarray}`` dict (arrays keep their dtype).
-
-    Args:
-      source: a folder holding ``model.safetensors`` (preferred) or ``pytorch_model.bin``
-        (or their sharded ``.index.json`` forms), as written by HF ``save_pretrained``
-        or downloaded from the Hub; a path to one such file; or a mapping of key ->
-        numpy array / torch tensor (e.g. ``hf_model.state_dict()``).
-    Returns: ``dict[str, np.ndarray]``.
-    Raises:
-      FileNotFoundError: the path does not exist, or the folder holds no known file.
-      ValueError: an unsupported file type, or a pickle that is not a state dict.
-      ImportError: a ``.bin`` file and torch is not installed.
-    """
-    if isinstance(source, dict):
-        return {str(k): to_numpy(v) for k, v in source.items()}
-    path = os.fspath(source)
-    if os.path.isdir(path):
-        for name in SAFETENSORS_NAMES + TORCH_NAMES:
-            candidate = os.path.join(path, name)
-            if os.path.isfile(candidate):
-                return _load_file(candidate)
-        raise FileNotFoundError(
-            f"no checkpoint in folder {path!r}: expected one of "
-            f"{', '.join(SAFETENSORS_NAMES + TORCH_NAMES)} (found: {sorted(os.listdir(path))[:10]})"
-        )
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"checkpoint {path!r} does not exist")
-    return _load_file(path)
-
 
 # --------------------------------------------------------------------------- layouts
 

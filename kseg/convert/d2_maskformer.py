@@ -20,9 +20,10 @@ converters with ``prefix="backbone."``. Renames (authors' ``BasePixelDecoder`` /
   ...transformer.decoder.norm                      -> transformer_module.decoder.layernorm
   sem_seg_head.predictor.class_embed / mask_embed.layers.{i} -> class_predictor / mask_embedder.{i}.0
 
-Skipped with a reason: ``pixel_mean``/``pixel_std`` (kseg normalises in-graph with the same
-ImageNet statistics; a checkpoint with other values is reported in ``notes``) and
-``criterion.empty_weight``. Checkpoints with a transformer *encoder* (the panoptic
+Skipped with a reason: ``pixel_mean``/``pixel_std`` (kseg normalises in-graph; values other
+than ImageNet's become the model's ``mean``/``std`` through
+:func:`kseg.convert.maskformer.describe_checkpoint`, and a note when loading into a model
+built otherwise) and ``criterion.empty_weight``. Checkpoints with a transformer *encoder* (the panoptic
 "R50 + 6 Enc" models: ``TransformerEncoderPixelDecoder`` or ``ENC_LAYERS > 0``) are not the
 semantic-segmentation MaskFormer and are refused.
 """
@@ -31,21 +32,18 @@ import re
 
 import numpy as np
 
-from kseg.convert.common import LoadReport, assign_all, read_state_dict
+from kseg.backbones.normalization import IMAGENET_MEAN, IMAGENET_STD
 from kseg.convert.hf_maskformer import (
     PIXEL_DECODER_PREFIX,
     TRANSFORMER_PREFIX,
-    describe_model,
-    head_targets,
-    load_backbone,
-    load_heads,
+    bind_heads,
 )
+from kseg.convert.io import read_state_dict
+from kseg.convert.loader import apply_binding
 
 D2_PIXEL_DECODER = "sem_seg_head.pixel_decoder."
 D2_PREDICTOR = "sem_seg_head.predictor."
 D2_BACKBONE = "backbone."
-IMAGENET_MEAN = (123.675, 116.28, 103.53)
-IMAGENET_STD = (58.395, 57.12, 57.375)
 
 _LAYER_RENAMES = (
     ("self_attn.out_proj.", "self_attn.out_proj."),
@@ -56,16 +54,6 @@ _LAYER_RENAMES = (
     ("norm2.", "encoder_attn_layer_norm."),
     ("norm3.", "final_layer_norm."),
 )
-
-
-def read_d2_checkpoint(source):
-    """``{key: np.ndarray}`` from a detectron2 ``.pkl`` (numpy-only unpickler), a ``.pth`` /
-    ``.pt`` training checkpoint (``{"model": state_dict}``) or an in-memory mapping."""
-    if isinstance(source, str) and source.endswith(".pkl"):
-        from kseg.convert.resnet import read_d2_pickle
-
-        return read_d2_pickle(source)
-    return read_state_dict(source)
 
 
 def _pixel_decoder_key(rest):
@@ -122,7 +110,7 @@ def to_hub_keys(state):
     """
     heads, backbone, skipped, notes = {}, {}, {}, []
     for key, value in state.items():
-        name = key[len("module."):] if key.startswith("module.") else key
+        name = key.removeprefix("module.")
         if name.startswith(D2_BACKBONE):
             backbone[name] = value
         elif name in ("pixel_mean", "pixel_std"):
@@ -130,7 +118,7 @@ def to_hub_keys(state):
             ref = IMAGENET_MEAN if name == "pixel_mean" else IMAGENET_STD
             if not np.allclose(np.asarray(value).reshape(-1), ref, atol=1e-3):
                 notes.append(f"{name} is {np.asarray(value).reshape(-1).tolist()}, not ImageNet's {list(ref)}: "
-                             "set model.mean/std accordingly")
+                             "build the model with these mean/std (kseg.from_pretrained does)")
         elif name == "criterion.empty_weight":
             skipped[key] = "loss buffer (no-object weight), rebuilt by the criterion"
         elif name.startswith(D2_PIXEL_DECODER + "transformer.") or ".transformer.encoder.layers." in name:
@@ -153,6 +141,16 @@ def to_hub_keys(state):
     return heads, backbone, skipped, notes
 
 
+def bind(model, state):
+    """Binds a detectron2 MaskFormer state dict to a kseg ``MaskFormer``.
+
+    Raises: ValueError for a transformer-encoder checkpoint (panoptic "+6 Enc" models).
+    """
+    heads, backbone, skipped, notes = to_hub_keys(state)
+    backbone = {k[len(D2_BACKBONE):]: v for k, v in backbone.items()}
+    return bind_heads(model, heads, backbone, D2_BACKBONE, "detectron2 MaskFormer keys", skipped, notes)
+
+
 def load_d2_maskformer(model, source, strict=True, skip_classifier=False):
     """Loads an authors' detectron2 MaskFormer checkpoint into a kseg MaskFormer, in place.
 
@@ -162,18 +160,10 @@ def load_d2_maskformer(model, source, strict=True, skip_classifier=False):
         ``maskformer_r50`` for ``maskformer_R50_bs16_160k``).
       source: ``.pkl`` (model zoo), ``.pth`` (training output) or a ``{key: array}`` mapping.
       strict, skip_classifier: as :func:`kseg.convert.hf_maskformer.load_hf_maskformer`.
-    Returns: a :class:`~kseg.convert.common.LoadReport` (``info["backbone"]``: the backbone's).
+    Returns: a :class:`~kseg.convert.common.LoadReport`.
     Raises: ValueError (unexpected/missing keys when strict, shape mismatches naming the key,
-      transformer-encoder checkpoints). Heads are assigned only after every check passed.
+      transformer-encoder checkpoints). Nothing is assigned when it raises.
     """
-    heads, backbone, skipped, notes = to_hub_keys(read_d2_checkpoint(source))
     if not model.built:
         model.build((None, None, None, 3))
-    report = LoadReport(layout="detectron2 MaskFormer keys", skipped=skipped, notes=notes)
-    pairs = load_heads(model, heads, head_targets(model), report, strict, skip_classifier, describe_model)
-    backbone_report = load_backbone(model, backbone, D2_BACKBONE, strict)
-    assign_all(pairs)
-    report.loaded = [t.key for t, _ in pairs] + [D2_BACKBONE + k for k in backbone_report.loaded]
-    report.notes += backbone_report.notes
-    report.info["backbone"] = backbone_report
-    return report
+    return apply_binding(model, bind(model, read_state_dict(source)), strict, skip_classifier)

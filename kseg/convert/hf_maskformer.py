@@ -21,8 +21,8 @@ Accepted layouts (a DDP ``module.`` prefix is stripped):
 (b) transformers 5.x's in-memory layout (``model.state_dict()``): ``o_proj`` for
     ``out_proj`` and ``mlp.fc1``/``mlp.fc2`` for ``fc1``/``fc2`` (:data:`RENAMES`).
 
-The backbone part is delegated to the backbone converters (``kseg.convert.swin.load_swin``,
-``kseg.convert.resnet.load_resnet``, with ``prefix="model.pixel_level_module.encoder."``);
+The backbone part is delegated to the backbone converters (``kseg.convert.swin``,
+``kseg.convert.resnet``, keys under ``model.pixel_level_module.encoder.``);
 this module binds the heads by walking the kseg model's attributes, never by position.
 Transposes: Linear (out, in) -> Dense (in, out); Conv2d (out, in, kh, kw) -> (kh, kw, in,
 out); GroupNorm/LayerNorm weight/bias -> gamma/beta. Skipped: ``criterion.empty_weight``
@@ -31,17 +31,16 @@ out); GroupNorm/LayerNorm weight/bias -> gamma/beta. Skipped: ``criterion.empty_
 
 import re
 
+from kseg.convert import resnet, swin
 from kseg.convert.common import (
-    LoadReport,
     Target,
-    assign_all,
-    check_shapes,
     conv_targets,
     dense_targets,
     identity,
     norm_targets,
-    read_state_dict,
 )
+from kseg.convert.io import read_state_dict
+from kseg.convert.loader import Binding, apply_binding
 
 BACKBONE_PREFIX = "model.pixel_level_module.encoder."
 PIXEL_DECODER_PREFIX = "model.pixel_level_module.decoder."
@@ -62,7 +61,7 @@ def normalize_keys(state):
     """
     out, layout = {}, "Hub"
     for key, value in state.items():
-        name = key[len("module."):] if key.startswith("module.") else key
+        name = key.removeprefix("module.")
         if not name.startswith(BACKBONE_PREFIX):
             for pattern, repl in RENAMES:
                 new = pattern.sub(repl, name)
@@ -109,46 +108,32 @@ def head_targets(model):
     return t
 
 
-def load_backbone(model, state, prefix, strict):
-    """Loads the backbone keys under ``prefix`` with the Swin or ResNet converter."""
-    if model.backbone_name.startswith("swin"):
-        from kseg.convert.swin import load_swin
-
-        return load_swin(model.backbone, state, prefix=prefix, strict=strict)
-    from kseg.convert.resnet import load_resnet
-
-    return load_resnet(model.backbone, state, prefix=prefix, strict=strict)
-
-
-def load_heads(model, state, targets, report, strict, skip_classifier, describe):
-    """Shape-checks ``targets`` against ``state`` and returns the (target, array) pairs.
-
-    Fills ``report.missing``/``unexpected``/``skipped``; nothing is assigned here.
-    Raises: ValueError for unexpected/missing head keys when ``strict``; ShapeMismatchError.
-    """
-    if skip_classifier:
-        for key in [k for k in targets if k.startswith(("class_predictor.", "class_embed.",
-                                                        "sem_seg_head.predictor.class_embed."))]:
-            targets.pop(key)
-            if key in state:
-                report.skipped[key] = "skip_classifier=True: classifier left at initialisation for fine-tuning"
-    report.unexpected = sorted(k for k in state if k not in targets and k not in report.skipped)
-    report.missing = sorted(k for k in targets if k not in state)
-    if strict and (report.unexpected or report.missing):
-        raise ValueError(
-            f"checkpoint does not match the MaskFormer heads: {len(report.unexpected)} unexpected keys "
-            f"{report.unexpected[:4]}, {len(report.missing)} missing keys {report.missing[:4]}. "
-            f"Model: {describe(model)}. Pass strict=False to load the matching keys.")
-    return check_shapes(
-        [targets[k] for k in targets if k in state], state,
-        hint=lambda key, *_: ("another class count (set num_classes, or skip_classifier=True to fine-tune)"
-                              if "class" in key else f"another MaskFormer configuration (model: {describe(model)})"))
-
-
-def describe_model(model):
-    return (f"backbone {model.backbone_name}, {model.num_queries} queries, d {model.hidden_size}, "
+def bind_heads(model, state, backbone, backbone_prefix, layout, skipped=None, notes=()):
+    """The model's binding: its heads (``state`` in Hub names) plus the backbone keys
+    (``backbone``, under ``backbone_prefix`` in the checkpoint) bound by the Swin or ResNet
+    converter."""
+    what = (f"the MaskFormer ({model.backbone_name}, {model.num_queries} queries, d {model.hidden_size}, "
             f"{model.decoder_layers} decoder layers, FPN {model.fpn_feature_size}, mask dim "
-            f"{model.mask_feature_size}, {model.num_classes} classes")
+            f"{model.mask_feature_size}, {model.num_classes} classes)")
+    b = Binding(state, head_targets(model), layout=layout, skipped=dict(skipped or {}), notes=list(notes), what=what,
+                classifier=set(CLASSIFIER_KEYS),
+                hints=[("", lambda key, *_: f"another MaskFormer configuration ({what})"),
+                       ("class_predictor.", lambda *_: "another class count (set num_classes, or skip_classifier=True "
+                                                       "to fine-tune)")])
+    converter = swin if model.backbone_name.startswith("swin") else resnet
+    return b.add(converter.bind(model.backbone, backbone, prefix=""), backbone_prefix)
+
+
+def bind(model, state):
+    """Binds a HF MaskFormer state dict (layout (a) or (b)) to a kseg ``MaskFormer``."""
+    state, layout = normalize_keys(state)
+    heads = {k: v for k, v in state.items() if not k.startswith(BACKBONE_PREFIX)}
+    backbone = {k[len(BACKBONE_PREFIX):]: v for k, v in state.items() if k.startswith(BACKBONE_PREFIX)}
+    skipped = {}
+    if heads.pop("criterion.empty_weight", None) is not None:
+        skipped["criterion.empty_weight"] = "loss buffer (no-object weight), rebuilt by the criterion"
+    return bind_heads(model, heads, backbone, BACKBONE_PREFIX, f"{layout} MaskFormerForInstanceSegmentation keys",
+                      skipped)
 
 
 def load_hf_maskformer(model, source, strict=True, skip_classifier=False):
@@ -160,29 +145,14 @@ def load_hf_maskformer(model, source, strict=True, skip_classifier=False):
         ``facebook/maskformer-swin-base-ade`` with ``num_classes=150``).
       source: a HF model folder, one ``.safetensors`` / ``.bin`` file, or a mapping of key ->
         numpy array / torch tensor (``hf_model.state_dict()``), layout (a) or (b).
-      strict: raise on head keys that map to nothing or model variables the checkpoint lacks
-        (the backbone converter applies its own strictness).
+      strict: raise on keys that map to nothing or model variables the checkpoint lacks
+        (the Swin stage norms an ImageNet backbone lacks excepted).
       skip_classifier: leave ``class_predictor`` at initialisation (fine-tuning on another
         label set; ``num_classes`` may then differ from the checkpoint's).
-    Returns: a :class:`~kseg.convert.common.LoadReport`; ``report.info["backbone"]`` holds the
-      backbone converter's report.
+    Returns: a :class:`~kseg.convert.common.LoadReport`.
     Raises: ValueError (unexpected/missing keys when strict; a ShapeMismatchError naming the
-      key and both shapes for another variant or class count). Head variables are only
-      assigned after the head keys and the backbone were checked and loaded.
+      key and both shapes for another variant or class count). Nothing is assigned then.
     """
-    state, layout = normalize_keys(read_state_dict(source))
     if not model.built:
         model.build((None, None, None, 3))
-    report = LoadReport(layout=f"{layout} MaskFormerForInstanceSegmentation keys")
-    heads = {k: v for k, v in state.items() if not k.startswith(BACKBONE_PREFIX)}
-    if heads.pop("criterion.empty_weight", None) is not None:
-        report.skipped["criterion.empty_weight"] = "loss buffer (no-object weight), rebuilt by the criterion"
-    pairs = load_heads(model, heads, head_targets(model), report, strict, skip_classifier, describe_model)
-    backbone_report = load_backbone(model, state, BACKBONE_PREFIX, strict)
-    assign_all(pairs)
-    report.loaded = [t.key for t, _ in pairs] + [BACKBONE_PREFIX + k for k in backbone_report.loaded]
-    report.skipped.update({BACKBONE_PREFIX + k: v for k, v in backbone_report.skipped.items()})
-    report.untouched = [t.variable.path for k, t in head_targets(model).items() if k in report.missing]
-    report.notes += backbone_report.notes
-    report.info["backbone"] = backbone_report
-    return report
+    return apply_binding(model, bind(model, read_state_dict(source)), strict, skip_classifier)

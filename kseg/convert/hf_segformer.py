@@ -43,17 +43,16 @@ give logits that differ slightly from HF's (see tests/convert/test_hf_segformer.
 
 import re
 
+from kseg.backbones.mit import MIT_VARIANTS
 from kseg.convert.common import (
-    LoadReport,
-    assign_all,
     batchnorm_targets,
-    check_shapes,
     conv_targets,
     dense_targets,
     depthwise_kernel,
     norm_targets,
-    read_state_dict,
 )
+from kseg.convert.io import read_state_dict
+from kseg.convert.loader import Binding, Converter, apply_binding, register_converter
 
 # (original Hub fragment, transformers 5.x fragment); "{i}" is a stage index. A fragment
 # matches at the start of a key or right after a dot.
@@ -117,7 +116,7 @@ def normalize_keys(state):
     """
     out, layout = {}, "hub"
     for key, value in state.items():
-        name = key[len("module."):] if key.startswith("module.") else key
+        name = key.removeprefix("module.")
         legacy = to_legacy_key(name)
         if legacy != name:
             layout = "transformers-5"
@@ -134,8 +133,9 @@ def describe_checkpoint(state):
 
     Returns: dict with ``hidden_sizes`` and ``depths`` (per stage), ``decoder_dim`` and
     ``num_classes`` (None for encoder-only checkpoints), ``encoder_only``,
-    ``imagenet_classes`` (size of an ImageNet classifier, or None), ``layout`` and
-    ``variants`` (the registered ``segformer_mit_b*`` ids that match; empty if none).
+    ``imagenet_classes`` (size of an ImageNet classifier, or None), ``layout``,
+    ``variants`` (the ``segformer_mit_b*`` ids of that encoder), and for the registry
+    ``config`` (``backbone``, ``decoder_dim``) and ``summary``.
     """
     state, layout = normalize_keys(state)  # idempotent on normalised keys
     hidden_sizes, depths = [], []
@@ -148,6 +148,8 @@ def describe_checkpoint(state):
     fuse = state.get("decode_head.linear_fuse.weight")
     cls = state.get("decode_head.classifier.weight")
     imagenet = state.get("classifier.weight")
+    backbones = [n for n, a in MIT_VARIANTS.items() if list(a["hidden_sizes"]) == hidden_sizes
+                 and list(a["depths"]) == depths]
     info = {
         "hidden_sizes": hidden_sizes,
         "depths": depths,
@@ -156,25 +158,13 @@ def describe_checkpoint(state):
         "encoder_only": not any(k.startswith(HEAD_PREFIX) for k in state),
         "imagenet_classes": None if imagenet is None else int(imagenet.shape[0]),
         "layout": layout,
+        "variants": [f"segformer_{n}" for n in backbones],
+        "config": {"backbone": backbones[0]} if backbones else {},
     }
-    info["variants"] = _matching_variants(hidden_sizes, depths, info["decoder_dim"])
+    if info["decoder_dim"] is not None and backbones:
+        info["config"]["decoder_dim"] = info["decoder_dim"]
+    info["summary"] = _describe_ckpt(info)
     return info
-
-
-def _matching_variants(hidden_sizes, depths, decoder_dim):
-    from kseg.backbones.mit import MIT_VARIANTS
-    from kseg.models.registry import list_variants, variant_spec
-
-    found = []
-    for name in list_variants("segformer_mit_"):
-        _, kwargs = variant_spec(name)
-        arch = MIT_VARIANTS.get(kwargs.get("backbone"), {})
-        if list(arch.get("hidden_sizes", ())) != list(hidden_sizes) or list(arch.get("depths", ())) != list(depths):
-            continue
-        if decoder_dim is not None and kwargs.get("decoder_dim") != decoder_dim:
-            continue
-        found.append(name)
-    return found
 
 
 # --------------------------------------------------------------------------- the key map
@@ -219,15 +209,10 @@ def head_targets(head, prefix=HEAD_PREFIX):
 # --------------------------------------------------------------------------- loading
 
 
-def _describe_model(encoder, head):
-    desc = f"hidden sizes {list(encoder.hidden_sizes)}, depths {list(encoder.depths)}"
-    if head is not None:
-        desc += f", decoder dim {head.decoder_dim}, {head.num_classes} classes"
-    return desc
-
-
 def _describe_ckpt(info):
     desc = f"hidden sizes {info['hidden_sizes']}, depths {info['depths']}"
+    if info["encoder_only"]:
+        desc += ", encoder-only (no decode head)"
     if info["decoder_dim"] is not None:
         desc += f", decoder dim {info['decoder_dim']}"
     if info["num_classes"] is not None:
@@ -237,127 +222,84 @@ def _describe_ckpt(info):
     return desc
 
 
+def bind(model, state):
+    """Binds a SegFormer / MiT state dict (either layout) to a kseg ``SegFormer`` or bare
+    ``MiT``: the encoder always, the decode head when the checkpoint has one (an encoder-only
+    or ImageNet checkpoint leaves it at initialisation, with a note). Skipped: BatchNorm
+    ``num_batches_tracked`` and the ImageNet ``classifier.*``."""
+    state, layout = normalize_keys(state)
+    info = describe_checkpoint(state)
+    info["layout"] = layout
+    encoder, head = (model.encoder, getattr(model, "decode_head", None)) if hasattr(model, "encoder") else (model, None)
+    model_desc = f"hidden sizes {list(encoder.hidden_sizes)}, depths {list(encoder.depths)}"
+    if head is not None:
+        model_desc += f", decoder dim {head.decoder_dim}, {head.num_classes} classes"
+    targets = encoder_targets(encoder)
+    head_loaded = head is not None and not info["encoder_only"]
+    if head_loaded:
+        targets.update(head_targets(head))
+    skipped = {}
+    for key in list(state):
+        if key.endswith("num_batches_tracked"):
+            skipped[key] = "BatchNorm step counter (no Keras counterpart)"
+        elif key.startswith("classifier."):
+            skipped[key] = "ImageNet classification head (not part of SegFormer)"
+        elif key.startswith(HEAD_PREFIX) and head is None:
+            skipped[key] = "the model has no decode head"
+        else:
+            continue
+        state.pop(key)
+    use = f"build the model as {' or '.join(info['variants'])} (--variant)" if info["variants"] else "check --variant"
+
+    def classifier_hint(key, ckpt_shape, var_shape):
+        k = ckpt_shape[0]
+        return (f"the checkpoint's classifier has {k} classes and the model {var_shape[-1]}: build the model "
+                f"with num_classes={k} (--num-classes {k}) to use it as is, or pass skip_classifier=True "
+                "(--skip-classifier) to load everything else and fine-tune a fresh classifier")
+
+    b = Binding(state, targets, layout=f"{'original Hub' if layout == 'hub' else 'transformers 5.x'} SegFormer keys",
+                skipped=skipped, info=dict(info, encoder_only=info["encoder_only"], head_loaded=head_loaded),
+                classifier=set(CLASSIFIER_KEYS), what=f"the model ({model_desc}; checkpoint: {_describe_ckpt(info)})",
+                hints=[("", lambda *_: f"the checkpoint comes from another variant (checkpoint: "
+                                       f"{_describe_ckpt(info)}; model: {model_desc}); {use}"),
+                       ("decode_head.classifier.", classifier_hint)])
+    if head is not None and info["encoder_only"]:
+        b.notes.append("encoder-only checkpoint: the decode head was not loaded (left at initialisation)")
+    return b
+
+
 def load_hf_segformer(model, source, strict=True, skip_classifier=False):
-    """Loads a Hugging Face SegFormer checkpoint into a kseg SegFormer, in place.
+    """Loads a Hugging Face SegFormer checkpoint into a kseg SegFormer (or bare MiT), in place.
 
     Args:
       model: a kseg ``SegFormer`` (``kseg.build_model("segformer_mit_b*", num_classes=K)``;
         built if it is not yet) or a bare ``kseg.backbones.MiT`` encoder.
-      source: a HF model folder (``model.safetensors`` or ``pytorch_model.bin``, sharded
-        or not), one ``.safetensors`` / ``.bin`` / ``.pt`` file, or a mapping of key ->
-        numpy array or torch tensor, in either layout described in the module docstring.
-        Arrays are float32/float16 (bfloat16 needs torch to read); they are cast to the
-        variables' dtype.
-      strict: if True, checkpoint keys that map to nothing and model keys absent from
-        the checkpoint raise. Absent decode-head keys are never an error when the
-        checkpoint holds no ``decode_head.*`` key at all (an encoder-only / ImageNet
-        checkpoint): then only the encoder is loaded and the report says so.
-      skip_classifier: if True, ``decode_head.classifier.{weight,bias}`` are not loaded
-        whatever their shape; the model keeps its freshly initialised classifier while
-        the encoder, the MLP projections, the fuse convolution and its BatchNorm are
-        loaded. Use it to fine-tune a pretrained segmenter on a new label set (the
-        model's ``num_classes`` may then differ from the checkpoint's).
-
-    Always skipped (listed in ``report.skipped``): BatchNorm ``num_batches_tracked`` and
-    the ImageNet ``classifier.*`` of ``SegformerForImageClassification`` checkpoints.
-
-    Returns: a :class:`kseg.convert.common.LoadReport`; ``report.info`` holds
-      ``describe_checkpoint`` facts and ``encoder_only`` / ``head_loaded`` flags.
-    Raises:
-      ValueError: a checkpoint array whose shape differs from its variable (message: the
-        key, both shapes and the likely cause: another variant, i.e. a wrong
-        ``--variant``, or another class count, i.e. a wrong ``--num-classes`` /
-        missing ``skip_classifier``); with ``strict``, unknown or missing keys (the
-        message compares the checkpoint's architecture with the model's). Shape
-        mismatches raise even when not strict. Nothing is assigned when it raises.
-      FileNotFoundError / ImportError: see :func:`kseg.convert.common.read_state_dict`.
+      source: a HF model folder, one ``.safetensors`` / ``.bin`` / ``.pt`` file, or a mapping
+        of key -> numpy array or torch tensor, in either layout of the module docstring.
+      strict: raise on checkpoint keys that map to nothing and model keys absent from the
+        checkpoint (decode-head keys of an encoder-only checkpoint are never missing).
+      skip_classifier: leave ``decode_head.classifier`` at initialisation (fine-tuning on a
+        new label set; the model's ``num_classes`` may then differ from the checkpoint's).
+    Returns: :class:`~kseg.convert.common.LoadReport`; ``info`` holds
+      :func:`describe_checkpoint` facts and ``encoder_only`` / ``head_loaded``.
+    Raises: ValueError (a ``ShapeMismatchError`` for a shape that differs, naming the key,
+      both shapes and the likely cause: another variant / ``--variant``, or another class
+      count / ``--num-classes`` / ``skip_classifier``); with ``strict``, unknown or missing
+      keys. Nothing is assigned when it raises. FileNotFoundError / ImportError: see
+      :func:`kseg.convert.io.read_state_dict`.
     """
-    state, layout = normalize_keys(read_state_dict(source))
-    info = describe_checkpoint(state)
-    info["layout"] = layout
-
-    if hasattr(model, "encoder"):
-        encoder, head = model.encoder, getattr(model, "decode_head", None)
-    else:
-        encoder, head = model, None
     if not model.built:
         model.build((None, None, None, 3))
+    return apply_binding(model, bind(model, read_state_dict(source)), strict, skip_classifier)
 
-    report = LoadReport(layout=f"{'original Hub' if layout == 'hub' else 'transformers 5.x'} SegFormer keys")
-    targets = encoder_targets(encoder)
-    encoder_only = info["encoder_only"]
-    if head is not None and not encoder_only:
-        targets.update(head_targets(head))
 
-    # Keys deliberately dropped.
-    usable = {}
-    for key, value in state.items():
-        if key.endswith("num_batches_tracked"):
-            report.skipped[key] = "BatchNorm step counter (no Keras counterpart)"
-        elif key.startswith("classifier."):
-            report.skipped[key] = "ImageNet classification head (not part of SegFormer)"
-        elif key.startswith(HEAD_PREFIX) and head is None:
-            report.skipped[key] = "the model has no decode head"
-        elif skip_classifier and key in CLASSIFIER_KEYS:
-            report.skipped[key] = (
-                f"skip_classifier=True: classifier left at initialisation for fine-tuning "
-                f"(checkpoint {info['num_classes']} classes, model {getattr(head, 'num_classes', None)})"
-            )
-        else:
-            usable[key] = value
-    if skip_classifier:
-        for key in CLASSIFIER_KEYS:
-            targets.pop(key, None)
+def detect(state):
+    """A SegFormer / MiT checkpoint: MiT patch embeddings in either layout."""
+    return any(re.search(r"(^|\.)(encoder\.patch_embeddings|stages\.\d+\.patch_embeddings)\.0\.proj\.", k)
+               for k in state)
 
-    report.unexpected = sorted(k for k in usable if k not in targets)
-    report.missing = sorted(k for k in targets if k not in usable)
-    model_desc, ckpt_desc = _describe_model(encoder, head), _describe_ckpt(info)
 
-    def hint(key, ckpt_shape, var_shape):
-        if key in CLASSIFIER_KEYS:
-            k = ckpt_shape[0]
-            return (
-                f"the checkpoint's classifier has {k} classes and the model {var_shape[-1]}: build the "
-                f"model with num_classes={k} (--num-classes {k}) to use it as is, or pass "
-                "skip_classifier=True (--skip-classifier) to load everything else and fine-tune a "
-                "fresh classifier"
-            )
-        return (
-            f"the checkpoint comes from another variant (checkpoint: {ckpt_desc}; model: {model_desc}); "
-            + (f"build the model as {' or '.join(info['variants'])} (--variant)" if info["variants"]
-               else "check --variant")
-        )
-
-    pairs = check_shapes([targets[k] for k in targets if k in usable], usable, hint=hint)
-
-    if strict and (report.unexpected or report.missing):
-        parts = []
-        if report.unexpected:
-            parts.append(f"{len(report.unexpected)} unexpected keys (e.g. {', '.join(report.unexpected[:4])})")
-        if report.missing:
-            parts.append(f"{len(report.missing)} missing keys (e.g. {', '.join(report.missing[:4])})")
-        same = info["hidden_sizes"] == list(encoder.hidden_sizes) and info["depths"] == list(encoder.depths)
-        cause = (
-            "the checkpoint is not a SegFormer checkpoint in a known layout, or is incomplete"
-            if same
-            else "the checkpoint comes from another variant; "
-            + (f"use {' or '.join(info['variants'])} (--variant)" if info["variants"] else "check --variant")
-        )
-        raise ValueError(
-            f"checkpoint does not match the model: {'; '.join(parts)}. Checkpoint: {ckpt_desc}; "
-            f"model: {model_desc}. Likely cause: {cause}. Pass strict=False (--non-strict) to load "
-            "the matching keys anyway."
-        )
-
-    assign_all(pairs)
-    report.loaded = [t.key for t, _ in pairs]
-    assigned = {id(t.variable) for t, _ in pairs}
-    report.untouched = [w.path for w in model.weights if id(w) not in assigned]
-    head_loaded = head is not None and not encoder_only
-    if head is not None and encoder_only:
-        report.notes.append("encoder-only checkpoint: the decode head was not loaded (left at initialisation)")
-    if skip_classifier and head_loaded:
-        report.notes.append("decode_head.classifier skipped (skip_classifier=True): fine-tune before use")
-    info.update(encoder_only=encoder_only, head_loaded=head_loaded)
-    report.info = info
-    return report
+CONVERTER = register_converter(Converter(
+    family="segformer", bind=bind, describe=describe_checkpoint, detect=detect,
+    layouts="Hugging Face SegFormer / MiT (Hub or transformers 5.x layout), e.g. nvidia/segformer-b0-finetuned-"
+            "ade-512-512 or the encoder-only nvidia/mit-b0"))

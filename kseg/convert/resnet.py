@@ -20,26 +20,22 @@ ImageNet classifier (``fc``, ``classifier``), ``num_batches_tracked`` counters, 
 gamma/beta/moving_mean/moving_variance; conv (out, in, kh, kw) -> (kh, kw, in, out).
 """
 
-import io
-import os
-import pickle
 import re
 
 import numpy as np
 
 from kseg.convert.common import (
-    LoadReport,
-    ShapeMismatchError,
-    assign_all,
     batchnorm_targets,
-    check_shapes,
     conv_kernel,
     conv_targets,
     norm_targets,
-    read_state_dict,
     strip_prefixes,
 )
-from kseg.convert.swin import auto_prefix
+from kseg.convert.io import read_d2_pickle, read_state_dict
+from kseg.convert.loader import Binding, apply_binding
+from kseg.convert.swin import auto_prefix, select_prefix
+
+__all__ = ["describe_checkpoint", "export_state", "load_resnet", "normalize_keys", "read_d2_pickle"]
 
 _PREFIXES = ("module.", "backbone.", "resnet.", "model.")
 
@@ -73,36 +69,6 @@ _SKIP = tuple((re.compile(p), why) for p, why in (
     (r"num_batches_tracked$", "BatchNorm step counter"),
     (r"^(fc|classifier|linear|stem\.fc)\.", "ImageNet classification head"),
 ))
-
-
-def _read(source):
-    """read_state_dict plus detectron2 ``.pkl`` files (numpy arrays only, nothing executed)."""
-    if isinstance(source, (str, os.PathLike)) and os.fspath(source).endswith(".pkl"):
-        return read_d2_pickle(source)
-    return read_state_dict(source)
-
-
-class _NumpyUnpickler(pickle.Unpickler):
-    _ALLOWED = {("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "_reconstruct"),
-                ("numpy._core.multiarray", "_reconstruct"), ("numpy.core.multiarray", "scalar"),
-                ("numpy._core.multiarray", "scalar"), ("collections", "OrderedDict")}
-
-    def find_class(self, module, name):
-        if (module, name) in self._ALLOWED:
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"refusing to unpickle {module}.{name}: detectron2 .pkl files hold numpy only")
-
-
-def read_d2_pickle(path):
-    """``{key: np.ndarray}`` from a detectron2 ``.pkl`` (``{"model": {...}}`` or a flat dict).
-
-    Raises: pickle.UnpicklingError when the file holds anything but numpy arrays / dicts.
-    """
-    with open(path, "rb") as f:
-        obj = _NumpyUnpickler(io.BytesIO(f.read()), encoding="latin1").load()
-    if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
-        obj = obj["model"]
-    return {k: np.asarray(v) for k, v in obj.items() if hasattr(v, "shape")}
 
 
 def _strip(key):
@@ -174,6 +140,24 @@ def describe_checkpoint(state):
             "width_per_group": None if conv is None else int(conv.shape[0])}
 
 
+def bind(backbone, state, prefix=None):
+    """Binds a ResNet state dict (any layout of the module docstring) to a built kseg ``ResNet``."""
+    if prefix is None:
+        prefix = auto_prefix(state)
+    state, layout, skipped = normalize_keys(select_prefix(state, prefix))
+    info = describe_checkpoint(state)
+    model_desc = (f"depths {backbone.depths}, stem {backbone.stem_type}/{backbone.stem_channels}, "
+                  f"width {backbone.width_per_group}")
+    ckpt_desc = (f"depths {info['depths']}, stem {info['stem_type']}/{info['stem_channels']}, "
+                 f"width {info['width_per_group']}")
+    b = Binding(state, backbone_targets(backbone), layout=f"{layout} ResNet keys", skipped=skipped, info=info,
+                require_match=True, what=f"the ResNet backbone ({model_desc})",
+                hints=[("", lambda *_: f"another ResNet variant (checkpoint: {ckpt_desc}; model: {model_desc})")])
+    if prefix:
+        b.notes.append(f"loaded the keys under {prefix!r}; other keys ignored")
+    return b
+
+
 def load_resnet(backbone, source, prefix=None, strict=True):
     """Loads a ResNet checkpoint (detectron2 / torchvision / transformers) into a kseg ``ResNet``.
 
@@ -191,36 +175,4 @@ def load_resnet(backbone, source, prefix=None, strict=True):
     backbone = getattr(backbone, "backbone", backbone)
     if not backbone.built:
         backbone.build((None, None, None, 3))
-    state = _read(source)
-    if prefix is None:
-        prefix = auto_prefix(state)
-    if prefix:
-        picked = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-        if not picked:
-            raise ValueError(f"no checkpoint key starts with {prefix!r} (first keys: {list(state)[:4]})")
-        state = picked
-    state, layout, skipped = normalize_keys(state)
-    info = describe_checkpoint(state)
-    report = LoadReport(layout=f"{layout} ResNet keys", skipped=skipped, info=info)
-    if prefix:
-        report.notes.append(f"loaded the keys under {prefix!r}; other keys ignored")
-    targets = backbone_targets(backbone)
-    report.unexpected = sorted(k for k in state if k not in targets)
-    report.missing = sorted(k for k in targets if k not in state)
-    model_desc = (f"depths {backbone.depths}, stem {backbone.stem_type}/{backbone.stem_channels}, "
-                  f"width {backbone.width_per_group}")
-    ckpt_desc = (f"depths {info['depths']}, stem {info['stem_type']}/{info['stem_channels']}, "
-                 f"width {info['width_per_group']}")
-    pairs = check_shapes([targets[k] for k in targets if k in state], state,
-                         hint=lambda *_: f"another ResNet variant (checkpoint: {ckpt_desc}; model: {model_desc})")
-    if strict and (report.unexpected or report.missing):
-        raise ValueError(
-            f"checkpoint does not match the ResNet backbone: {len(report.unexpected)} unexpected keys "
-            f"{report.unexpected[:4]}, {len(report.missing)} missing keys {report.missing[:4]}. Checkpoint: "
-            f"{ckpt_desc}; model: {model_desc}. Pass strict=False to load the matching keys."
-        )
-    if not pairs:
-        raise ShapeMismatchError(f"no checkpoint key matches the ResNet backbone (checkpoint: {ckpt_desc})")
-    assign_all(pairs)
-    report.loaded = [t.key for t, _ in pairs]
-    return report
+    return apply_binding(backbone, bind(backbone, read_state_dict(source), prefix), strict)

@@ -31,119 +31,68 @@ Accepted layouts (recognised from the keys; a leading ``module.`` is stripped):
 Both full layouts are first renamed to the authors' names (the canonical names used in
 messages, with the stored name added), then bound to variables by walking the model
 (``model.encoder.blocks[i]...``, ``model.decode_head.blocks[i]...``), never by position.
-Every shape is checked before anything is assigned. Position embeddings stored for another
-grid are resampled (see :mod:`kseg.convert.vit`).
 
-Numerical notes: the authors' encoder uses PyTorch's LayerNorm epsilon 1e-5 (kseg's ViT: 1e-6,
-timm/mmseg); the difference on trained weights is far below the logits' float32 noise.
+Settings that travel with the authors' checkpoints (:func:`describe_checkpoint` ``config``):
+the position grid of their training crop (``image_size`` 512 -> 32x32, so the model is built
+with ``img_size=512`` and nothing is resampled), PyTorch's LayerNorm epsilon 1e-5 in the
+encoder (``nn.LayerNorm(d_model)`` in ``segm/model/blocks.py``; kseg's ViT default is timm's
+1e-6) and bilinear run-time resampling of the position embedding (``resize_pos_embed`` in
+``segm/model/utils.py``). mmseg's Segmenter keeps 1e-6 and bicubic (its ``VisionTransformer``).
 """
 
 import re
 
 import numpy as np
 
+from kseg.convert import vit
 from kseg.convert.common import (
-    LoadReport,
     ShapeMismatchError,
     Target,
-    assign_all,
-    check_shapes,
     dense_targets,
     identity,
     norm_targets,
 )
-from kseg.convert.vit import bind_encoder, block_targets, load_vit_state, read_vit_checkpoint, rename_key
+from kseg.convert.io import read_state_dict
+from kseg.convert.loader import (
+    Binding,
+    Converter,
+    apply_binding,
+    register_converter,
+    strip_module,
+)
 
 AUTHORS, MMSEG, ENCODER_ONLY = "authors", "mmseg", "encoder"
-
+NOT_WEIGHTS = re.compile(r"(^|\.)(num_batches_tracked|loss_decode\..*)$|^data_preprocessor\.")
 # mmseg TransformerEncoderLayer -> timm/authors' Block names (inside decode_head.layers.{i}).
-_MM_BLOCK = (
+_MM_BLOCK = tuple((re.compile(p), r) for p, r in (
     (r"ln1\.", "norm1."),
     (r"ln2\.", "norm2."),
     (r"attn\.attn\.in_proj_(weight|bias)$", r"attn.qkv.\1"),
     (r"attn\.attn\.out_proj\.", "attn.proj."),
     (r"ffn\.layers\.0\.0\.", "mlp.fc1."),
     (r"ffn\.layers\.1\.", "mlp.fc2."),
-)
-_MM_BLOCK = tuple((re.compile(p), r) for p, r in _MM_BLOCK)
-_NOT_WEIGHTS = re.compile(r"(^|\.)(num_batches_tracked|loss_decode\..*)$|^data_preprocessor\.")
-
-
-# --------------------------------------------------------------------------- shared helpers
-
-def strip_module(state):
-    return {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
-
-
-def prefixed_encoder(encoder, state, prefix, report):
-    """Binds the encoder part (``state`` keys already without ``prefix``) and returns
-    ``(state, targets)`` keyed ``prefix + timm name``; the encoder's skips/notes/info go into
-    ``report`` (``origin`` maps canonical -> stored names)."""
-    enc_state, enc_targets, enc_report = bind_encoder(encoder, state)
-    report.skipped.update({prefix + k: why for k, why in enc_report.skipped.items()})
-    report.notes += enc_report.notes
-    report.info["encoder"] = {k: v for k, v in enc_report.info.items() if not k.endswith("_desc")}
-    report.info["encoder_desc"] = (enc_report.info["ckpt_desc"], enc_report.info["model_desc"])
-    report.info["encoder_layout"] = enc_report.layout
-    out_state = {prefix + k: v for k, v in enc_state.items()}
-    out_targets = {prefix + k: Target(prefix + k, t.variable, t.transform) for k, t in enc_targets.items()}
-    return out_state, out_targets
-
-
-def finish_load(model, state, targets, report, strict, hint, what, origin=None, skip_keys=(), skip_reason=""):
-    """Checks every present target, raises on mismatches / (strict) unknown or missing keys,
-    then assigns. ``origin``: canonical -> stored key (for messages). Nothing is assigned
-    when it raises."""
-    origin = origin or {}
-    for key in list(state):
-        if key in skip_keys:
-            report.skipped[origin.get(key, key)] = skip_reason
-            state.pop(key)
-    targets = {k: t for k, t in targets.items() if t.key not in skip_keys}
-    wanted = {t.key for t in targets.values()}
-    report.unexpected = sorted(origin.get(k, k) for k in state if k not in wanted)
-    report.missing = sorted({t.key for t in targets.values() if t.key not in state})
-
-    def full_hint(key, ckpt_shape, want):
-        stored = f" (stored as {origin[key]!r})" if key in origin and origin[key] != key else ""
-        return f"{hint(key, ckpt_shape, want)}{stored}"
-
-    pairs = check_shapes([t for t in targets.values() if t.key in state], state, hint=full_hint)
-    if strict and (report.unexpected or report.missing):
-        raise ValueError(
-            f"checkpoint does not match {what}: {len(report.unexpected)} unexpected keys "
-            f"{report.unexpected[:4]}, {len(report.missing)} missing keys {report.missing[:4]}. "
-            "Pass strict=False to load the matching keys."
-        )
-    assign_all(pairs)
-    report.loaded = sorted({origin.get(t.key, t.key) for t, _ in pairs})
-    assigned = {id(t.variable) for t, _ in pairs}
-    report.untouched = [w.path for w in model.weights if id(w) not in assigned]
-    return report
-
-
-# --------------------------------------------------------------------------- layouts
+))
+CLASS_KEYS = {"decoder.head.weight", "decoder.head.bias", "decoder.cls_emb", "decoder.mask_norm.weight",
+              "decoder.mask_norm.bias"}
 
 
 def detect_layout(state):
     """``"authors"``, ``"mmseg"`` or ``"encoder"`` (no decoder keys: a bare ViT) from the keys."""
-    keys = list(state)
-    if any(k.startswith("decoder.") for k in keys):
+    if any(k.startswith("decoder.") for k in state):
         return AUTHORS
-    if any(k.startswith("decode_head.") for k in keys):
+    if any(k.startswith("decode_head.") for k in state):
         return MMSEG
     return ENCODER_ONLY
 
 
-def _mmseg_head_to_authors(state, report, origin):
+def _mmseg_head_to_authors(state, skipped, origin):
     """``decode_head.*`` (mmseg) -> ``decoder.*`` (authors' names and layouts)."""
     out = {}
     mask = "decode_head.cls_emb" in state
     for key, value in state.items():
-        name = key[len("decode_head."):]
-        value = np.asarray(value)
+        name, value = key[len("decode_head."):], np.asarray(value)
         if name.startswith("conv_seg.") and mask:
-            report.skipped[key] = "mmseg BaseDecodeHead.conv_seg: unused by SegmenterMaskTransformerHead"
+            skipped[key] = "mmseg BaseDecodeHead.conv_seg: unused by SegmenterMaskTransformerHead"
             continue
         if name.startswith("conv_seg."):  # FCNHead(num_convs=0): a 1x1 conv == the linear head
             new = "head." + name[len("conv_seg."):]
@@ -156,14 +105,11 @@ def _mmseg_head_to_authors(state, report, origin):
         elif name in ("patch_proj.weight", "classes_proj.weight"):
             new = "proj_patch" if name.startswith("patch") else "proj_classes"
             value = value.T  # nn.Linear computes x @ W.T; the authors' / kseg parameter is used as x @ P
-        elif name == "dec_proj.weight" or name == "dec_proj.bias":
+        elif name.startswith("dec_proj."):
             new = "proj_dec." + name.split(".", 1)[1]
         elif m := re.match(r"layers\.(\d+)\.(.*)$", name):
             rest = m.group(2)
-            for pat, repl in _MM_BLOCK:
-                if pat.match(rest):
-                    rest = pat.sub(repl, rest)
-                    break
+            rest = next((pat.sub(repl, rest) for pat, repl in _MM_BLOCK if pat.match(rest)), rest)
             new = f"blocks.{m.group(1)}.{rest}"
         else:
             new = name  # cls_emb, decoder_norm.*, mask_norm.* keep their names
@@ -172,53 +118,39 @@ def _mmseg_head_to_authors(state, report, origin):
     return out
 
 
-def _split(state):
-    """Authors'/mmseg state -> ``(layout, encoder part without prefix, decoder part keyed
-    decoder.*, report, origin)``."""
-    layout = detect_layout(state)
-    report, origin = LoadReport(), {}
-    for key in [k for k in state if _NOT_WEIGHTS.search(k)]:
-        report.skipped[key] = "not a weight (BatchNorm counter, loss buffer, preprocessor)"
-        state.pop(key)
-    enc_prefix = "encoder." if layout == AUTHORS else "backbone."
-    enc = {k[len(enc_prefix):]: v for k, v in state.items() if k.startswith(enc_prefix)}
-    rest = {k: v for k, v in state.items() if not k.startswith(enc_prefix)}
-    if layout == MMSEG:
-        heads = {k: v for k, v in rest.items() if k.startswith("decode_head.")}
-        dec = _mmseg_head_to_authors(heads, report, origin)
-        other = {k: v for k, v in rest.items() if not k.startswith("decode_head.")}
-    else:
-        dec = {k: np.asarray(v) for k, v in rest.items() if k.startswith("decoder.")}
-        other = {k: v for k, v in rest.items() if not k.startswith("decoder.")}
-    dec.update(other)  # anything else: reported as unexpected
-    return layout, enc, dec, report, origin
-
-
 def describe_checkpoint(state):
     """What a Segmenter checkpoint holds: ``layout``, ``decoder`` ("linear" / "mask" / None for
-    encoder-only), ``num_classes``, ``decoder_layers``, ``embed_dim``, ``depth``."""
+    encoder-only), ``num_classes``, ``decoder_layers``, ``embed_dim``, ``depth``, and for the
+    registry ``config`` (the kseg constructor settings it implies) and ``summary``."""
     state = strip_module(dict(state))
     layout = detect_layout(state)
+    enc_prefix, head = {AUTHORS: ("encoder.", "decoder."), MMSEG: ("backbone.", "decode_head."),
+                        ENCODER_ONLY: ("", None)}[layout]
     info = {"layout": layout, "decoder": None, "num_classes": None, "decoder_layers": None}
-    if layout == AUTHORS:
-        cls, head, blk = "decoder.cls_emb", "decoder.head.weight", r"decoder\.blocks\.(\d+)\."
-        enc = "encoder."
-    elif layout == MMSEG:
-        cls, head, blk = "decode_head.cls_emb", "decode_head.conv_seg.weight", r"decode_head\.layers\.(\d+)\."
-        enc = "backbone."
-    else:
-        cls = head = blk = None
-        enc = ""
-    if cls and cls in state:
-        info.update(decoder="mask", num_classes=int(np.shape(state[cls])[1]),
-                    decoder_layers=len({m.group(1) for k in state if (m := re.match(blk, k))}))
-    elif head and head in state:
-        info.update(decoder="linear", num_classes=int(np.shape(state[head])[0]))
-    depth = {m.group(1) for k in state if (m := re.match(re.escape(enc) + r"(?:blocks|layers)\.(\d+)\.", k))}
-    proj = next((v for k, v in state.items() if k in (enc + "patch_embed.proj.weight",
-                                                        enc + "patch_embed.projection.weight")), None)
-    info["depth"] = len(depth) or None
-    info["embed_dim"] = None if proj is None else int(np.shape(proj)[0])
+    cls = state.get(f"{head}cls_emb") if head else None
+    linear = state.get("decoder.head.weight" if layout == AUTHORS else "decode_head.conv_seg.weight")
+    if cls is not None:
+        layers = {m.group(1) for k in state if (m := re.match(rf"{head}(?:blocks|layers)\.(\d+)\.", k))}
+        info.update(decoder="mask", num_classes=int(np.shape(cls)[1]), decoder_layers=len(layers),
+                    decoder_dim=int(np.shape(cls)[2]))
+    elif linear is not None and layout != ENCODER_ONLY:
+        info.update(decoder="linear", num_classes=int(np.shape(linear)[0]))
+    if layout == ENCODER_ONLY and any(k.startswith(("encoder.blocks.", "encoder.patch_embed.")) for k in state):
+        enc_prefix = "encoder."  # the authors' encoder alone
+    enc, _, _, _ = vit.normalize_keys({k[len(enc_prefix):]: v for k, v in state.items() if k.startswith(enc_prefix)})
+    arch = vit.describe_checkpoint(enc)
+    info.update(embed_dim=arch["embed_dim"], depth=arch["depth"] or None)
+    config = vit.backbone_config(arch)
+    if info["decoder"]:
+        config["decoder"] = info["decoder"]
+    if info["decoder"] == "mask":
+        config.update(decoder_layers=info["decoder_layers"], decoder_dim=info["decoder_dim"])
+    if layout == AUTHORS:  # segm/model/blocks.py nn.LayerNorm (1e-5); utils.resize_pos_embed (bilinear)
+        config.update(norm_epsilon=1e-5, pos_embed_interpolation="bilinear")
+    info["config"] = config
+    info["summary"] = (f"{layout} layout, encoder width {info['embed_dim']}, depth {info['depth']}, "
+                       + ("no decoder (encoder-only)" if info["decoder"] is None
+                          else f"{info['decoder']} decoder, {info['num_classes']} classes"))
     return info
 
 
@@ -231,7 +163,7 @@ def decoder_targets(model):
     t["decoder.cls_emb"] = Target("decoder.cls_emb", head.cls_emb, identity)
     dense_targets(t, "decoder.proj_dec", head.proj_dec)
     for i, blk in enumerate(head.blocks):
-        block_targets(t, f"decoder.blocks.{i}", blk)
+        vit.block_targets(t, f"decoder.blocks.{i}", blk)
     t["decoder.proj_patch"] = Target("decoder.proj_patch", head.proj_patch, identity)
     t["decoder.proj_classes"] = Target("decoder.proj_classes", head.proj_classes, identity)
     norm_targets(t, "decoder.decoder_norm", head.decoder_norm)
@@ -239,8 +171,55 @@ def decoder_targets(model):
     return t
 
 
-CLASS_KEYS = ("decoder.head.weight", "decoder.head.bias", "decoder.cls_emb", "decoder.mask_norm.weight",
-              "decoder.mask_norm.bias")
+def encoder_only(model, state, info):
+    """Binds a bare ViT (keys optionally under ``encoder.``) to ``model.encoder``."""
+    if any(k.startswith(("encoder.blocks.", "encoder.patch_embed.")) for k in state):
+        state = {k.removeprefix("encoder."): v for k, v in state.items()}
+    b = vit.bind_encoder(model.encoder, state)
+    b.notes.append("encoder loaded; decode heads left at initialisation")
+    b.info["checkpoint"] = info
+    return b
+
+
+def bind(model, state):
+    """Binds an authors' / mmseg Segmenter checkpoint (or a bare ViT) to a kseg ``Segmenter``.
+
+    Raises: ValueError for a decoder kind that differs from the model's (naming the variant
+    to build); ShapeMismatchError for a linear head stored as a wider conv.
+    """
+    state = strip_module(state)
+    info = describe_checkpoint(state)
+    if info["layout"] == ENCODER_ONLY:
+        return encoder_only(model, state, info)
+    what = (f"{model.variant or 'segmenter_' + model.backbone_name} ({model.decoder} decoder, {model.num_classes} "
+            f"classes, encoder depth {model.encoder.depth}"
+            + (f", {model.decoder_layers} decoder layers)" if model.decoder == "mask" else ")"))
+    if info["decoder"] is not None and info["decoder"] != model.decoder:
+        raise ValueError(f"checkpoint has a {info['decoder']} decoder but the model is {what}; build a "
+                         f"segmenter_*_{info['decoder']} variant")
+    skipped, origin = {}, {}
+    for key in [k for k in state if NOT_WEIGHTS.search(k)]:
+        skipped[key] = "not a weight (BatchNorm counter, loss buffer, preprocessor)"
+        state.pop(key)
+    enc_prefix = "encoder." if info["layout"] == AUTHORS else "backbone."
+    enc = {k[len(enc_prefix):]: v for k, v in state.items() if k.startswith(enc_prefix)}
+    rest = {k: v for k, v in state.items() if not k.startswith(enc_prefix)}
+    if info["layout"] == MMSEG:
+        heads = {k: v for k, v in rest.items() if k.startswith("decode_head.")}
+        rest = {**{k: v for k, v in rest.items() if k not in heads}, **_mmseg_head_to_authors(heads, skipped, origin)}
+    n_ckpt = info["num_classes"]
+
+    def decoder_hint(key, ckpt_shape, want):
+        if key in CLASS_KEYS:
+            return (f"another class count: the checkpoint has {n_ckpt} classes, the model {model.num_classes}; build "
+                    f"the model with num_classes={n_ckpt}, or pass skip_classifier=True to fine-tune a fresh classifier")
+        return f"another decoder (model: {what}; checkpoint: {info['decoder_layers']} decoder layers)"
+
+    b = Binding(rest, decoder_targets(model), skipped=skipped, origin=origin, info={"checkpoint": info},
+                classifier=CLASS_KEYS, hints=[("decoder.", decoder_hint)], what=what,
+                layout=("Segmenter, authors' layout (rstrudel/segmenter)" if info["layout"] == AUTHORS
+                        else "Segmenter, MMSegmentation 1.x layout"))
+    return b.add(vit.bind_encoder(model.encoder, enc), "encoder.", enc_prefix)
 
 
 def load_segmenter(model, source, strict=True, skip_classifier=False):
@@ -255,7 +234,7 @@ def load_segmenter(model, source, strict=True, skip_classifier=False):
       strict: raise on checkpoint keys that map to nothing or model keys it lacks.
       skip_classifier: leave the class-count dependent weights (linear ``head``; mask
         ``cls_emb`` and ``mask_norm``) at initialisation, e.g. to fine-tune on other classes.
-    Returns: :class:`LoadReport` (``layout``; ``info``: :func:`describe_checkpoint`).
+    Returns: :class:`LoadReport` (``layout``; ``info["checkpoint"]``: :func:`describe_checkpoint`).
     Raises: ValueError: a decoder kind that differs from the model's; a
       ``ShapeMismatchError`` naming the key, both shapes and the likely cause (another
       variant or class count); with ``strict``, unexpected/missing keys. Nothing is assigned
@@ -263,49 +242,21 @@ def load_segmenter(model, source, strict=True, skip_classifier=False):
     """
     if not model.built:
         model.build((None, None, None, 3))
-    state, is_jax = read_vit_checkpoint(source)
-    state = strip_module(state)
-    info = describe_checkpoint(state)
-    if info["layout"] == ENCODER_ONLY:
-        if any(k.startswith(("encoder.blocks.", "encoder.patch_embed.proj.")) for k in state):
-            state = {k[len("encoder."):] if k.startswith("encoder.") else k: v for k, v in state.items()}
-        report = load_vit_state(model, state, is_jax, strict)
-        report.info["checkpoint"] = info
-        return report
-    model_desc = (f"{model.variant or 'segmenter_' + model.backbone_name} ({model.decoder} decoder, "
-                  f"{model.num_classes} classes, encoder depth {model.encoder.depth}"
-                  + (f", {model.decoder_layers} decoder layers)" if model.decoder == "mask" else ")"))
-    if info["decoder"] is not None and info["decoder"] != model.decoder:
-        raise ValueError(
-            f"checkpoint has a {info['decoder']} decoder but the model is {model_desc}; build a "
-            f"segmenter_*_{info['decoder']} variant")
-    layout, enc, dec, report, origin = _split(state)
-    report.layout = ("Segmenter, authors' layout (rstrudel/segmenter)" if layout == AUTHORS
-                     else "Segmenter, MMSegmentation 1.x layout")
-    report.info["checkpoint"] = info
-    enc_state, enc_targets = prefixed_encoder(model.encoder, enc, "encoder.", report)
-    if layout == MMSEG:
-        for k in enc:
-            name = "encoder." + rename_key(k)[0]
-            origin.setdefault(name, "backbone." + k)
-    ckpt_enc, model_enc = report.info.pop("encoder_desc")
-    state = {**enc_state, **dec}
-    targets = {**enc_targets, **decoder_targets(model)}
-    n_ckpt = info["num_classes"]
-
-    def hint(key, ckpt_shape, want):
-        if key in CLASS_KEYS:
-            return (f"another class count: the checkpoint has {n_ckpt} classes, the model {model.num_classes}; "
-                    f"build the model with num_classes={n_ckpt}, or pass skip_classifier=True to fine-tune a "
-                    "fresh classifier")
-        if key.startswith("encoder."):
-            return f"another encoder (checkpoint: {ckpt_enc}; model: {model_enc})"
-        return f"another decoder (model: {model_desc}; checkpoint: {info['decoder_layers']} decoder layers)"
-
-    finish_load(model, state, targets, report, strict, hint, model_desc, origin,
-                skip_keys=CLASS_KEYS if skip_classifier else (),
-                skip_reason="class-dependent weights skipped (skip_classifier): left at initialisation")
-    return report
+    return apply_binding(model, bind(model, read_state_dict(source)), strict, skip_classifier)
 
 
-__all__ = ["load_segmenter", "describe_checkpoint", "detect_layout", "decoder_targets", "ShapeMismatchError"]
+def detect(state):
+    """A full Segmenter checkpoint (authors' or mmseg's; a bare ViT is no family's)."""
+    keys = set(strip_module(dict.fromkeys(state)))
+    if any(k.startswith("decoder.") for k in keys) and any(k.startswith("encoder.") for k in keys):
+        return True
+    head = {k for k in keys if k.startswith("decode_head.")}
+    return "decode_head.cls_emb" in head or (
+        bool(head) and head <= {"decode_head.conv_seg.weight", "decode_head.conv_seg.bias"}
+        and any(k.startswith("backbone.layers.") for k in keys))
+
+
+CONVERTER = register_converter(Converter(
+    family="segmenter", bind=bind, describe=describe_checkpoint, detect=detect,
+    layouts="authors' checkpoint.pth (rstrudel/segmenter), MMSegmentation Segmenter; or a bare ViT/DeiT (timm, HF, "
+            "Google .npz, mmseg backbone) into the encoder, decoder left fresh"))

@@ -29,10 +29,12 @@ its cross-attention is ``multihead_attn.in_proj_{weight,bias}`` (rows q, k, v) a
 ``multihead_attn.out_proj``, split/renamed onto kseg's ``q``, ``k``, ``v``, ``proj``), and the
 single ATM under ``decode_head.atm.`` (``q``, ``class_embed``, ``decoder_1.layers.{j}``).
 
-Skipped: ``*.loss_decode.*`` (the criterion's ``empty_weight`` buffer), ``backbone.ln1``
-(final norm, unused by SegViT), optimizer state. Position embeddings and the QU token grid
-stored for another crop (e.g. ViT-L at 512 / 480 into the 640 variant) are resampled to the
-model's grid (bicubic by default, the model's ``pos_embed_interpolation``).
+The backbone keys are mapped by :mod:`kseg.convert.vit` (its mmseg rules). Skipped:
+``*.loss_decode.*`` (the criterion's ``empty_weight`` buffer), ``backbone.ln1`` (final norm,
+unused by SegViT), optimizer state. Position embeddings and the QU token grid stored for
+another crop are resampled to the model's grid (the model's ``pos_embed_interpolation``);
+models built through the registry get the checkpoint's own grid (:func:`describe_checkpoint`
+``config["img_size"]``), so nothing is resampled.
 
 Layouts: Linear (out, in) -> Dense (in, out); Conv2d (out, in, kh, kw) -> (kh, kw, in, out).
 """
@@ -41,28 +43,29 @@ import re
 
 import numpy as np
 
+from kseg.convert import vit
 from kseg.convert.common import (
-    LoadReport,
     ShapeMismatchError,
     Target,
-    assign_all,
-    check_shapes,
-    conv_kernel,
     dense_targets,
     identity,
     linear_kernel,
     norm_targets,
-    read_state_dict,
+)
+from kseg.convert.io import read_state_dict
+from kseg.convert.loader import (
+    Binding,
+    Converter,
+    apply_binding,
+    register_converter,
+    strip_module,
 )
 from kseg.layers.pos_embed import resample_pos_embed
 
 _SKIP = (
     (re.compile(r"(^|\.)loss_decode\."), "loss buffer (criterion.empty_weight), not a weight"),
-    (re.compile(r"^backbone\.ln1\."), "backbone final norm: SegViT runs the ViT with final_norm=False"),
     (re.compile(r"^decode_head\.conv_seg\."), "mmseg default classifier, deleted by the ATM heads"),
 )
-
-
 def _rows(start, stop, transform):
     """A transform taking rows [start, stop) of a stacked (3d, ...) torch tensor first."""
     return lambda a: transform(np.asarray(a)[start:stop])
@@ -105,46 +108,76 @@ def _atm(t, p, head):
             _decoder_layer(t, f"{p}.decoder_{s}.layers.{j}", layer, fused_cross=False)
 
 
-def segvit_targets(model):
-    """``{checkpoint key[#part]: Target}`` for every variable of a built kseg ``SegViT``."""
-    enc, head = model.encoder, model.decode_head
-    t = {}
-    t["backbone.patch_embed.projection.weight"] = Target("backbone.patch_embed.projection.weight",
-                                                         enc.patch_embed.proj.kernel, conv_kernel)
-    t["backbone.patch_embed.projection.bias"] = Target("backbone.patch_embed.projection.bias",
-                                                       enc.patch_embed.proj.bias)
-    t["backbone.cls_token"] = Target("backbone.cls_token", enc.cls_token)
-    t["backbone.pos_embed"] = Target("backbone.pos_embed", enc.pos_embed)
-    for i, blk in enumerate(enc.blocks):
-        p = f"backbone.layers.{i}"
-        norm_targets(t, f"{p}.ln1", blk.norm1)
-        t[f"{p}.attn.attn.in_proj_weight"] = Target(f"{p}.attn.attn.in_proj_weight", blk.attn.qkv.kernel,
-                                                    linear_kernel)
-        t[f"{p}.attn.attn.in_proj_bias"] = Target(f"{p}.attn.attn.in_proj_bias", blk.attn.qkv.bias)
-        dense_targets(t, f"{p}.attn.attn.out_proj", blk.attn.proj)
-        norm_targets(t, f"{p}.ln2", blk.norm2)
-        dense_targets(t, f"{p}.ffn.layers.0.0", blk.mlp.fc1)
-        dense_targets(t, f"{p}.ffn.layers.1", blk.mlp.fc2)
-    if model.shrunk:
-        t["decode_head.q.weight"] = Target("decode_head.q.weight", head.q)
-        for s, (proj, norm, dec) in enumerate(zip(head.input_proj, head.proj_norm, head.decoder), start=1):
-            dense_targets(t, f"decode_head.input_proj_{s}", proj)
-            norm_targets(t, f"decode_head.proj_norm_{s}", norm)
-            for j, layer in enumerate(dec.layers):
-                _decoder_layer(t, f"decode_head.decoder_{s}.layers.{j}", layer, fused_cross=True)
-        _atm(t, "decode_head.atm", head.atm)
-    else:
+def head_targets(model):
+    """``{checkpoint key[#part]: Target}`` for every decode-head variable of a built kseg ``SegViT``."""
+    head, t = model.decode_head, {}
+    if not model.shrunk:
         _atm(t, "decode_head", head)
+        return t
+    t["decode_head.q.weight"] = Target("decode_head.q.weight", head.q)
+    for s, (proj, norm, dec) in enumerate(zip(head.input_proj, head.proj_norm, head.decoder), start=1):
+        dense_targets(t, f"decode_head.input_proj_{s}", proj)
+        norm_targets(t, f"decode_head.proj_norm_{s}", norm)
+        for j, layer in enumerate(dec.layers):
+            _decoder_layer(t, f"decode_head.decoder_{s}.layers.{j}", layer, fused_cross=True)
+    _atm(t, "decode_head.atm", head.atm)
     return t
 
 
-def _resample_square(table, new_side, method, prefix=0):
-    """(prefix + g*g, C) or (1, prefix + g*g, C) square-grid table -> new_side x new_side."""
-    arr = np.asarray(table, np.float32)
-    squeeze = arr.ndim == 2
-    arr = arr[None] if squeeze else arr
-    out = resample_pos_embed(arr, (new_side, new_side), num_prefix_tokens=prefix, method=method)
-    return out[0] if squeeze else out
+def describe_checkpoint(state):
+    """``shrunk``, ``num_classes``, ``decoder_dim``, ``decoder_layers`` and the encoder of an
+    authors' SegViT checkpoint, with ``config`` and ``summary`` for the registry."""
+    state = strip_module(dict(state))
+    shrunk = any(k.startswith("decode_head.atm.") for k in state)
+    head = "decode_head.atm." if shrunk else "decode_head."
+    cls = state.get(f"{head}class_embed.weight")
+    enc = vit.normalize_keys({k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")})[0]
+    config = vit.backbone_config(vit.describe_checkpoint(enc))
+    layers = {m.group(1) for k in state if (m := re.match(rf"{re.escape(head)}decoder_1\.layers\.(\d+)\.", k))}
+    info = {"layout": "authors", "shrunk": shrunk, "num_classes": None if cls is None else int(np.shape(cls)[0]) - 1,
+            "decoder_dim": None if cls is None else int(np.shape(cls)[1]), "decoder_layers": len(layers) or None}
+    if cls is not None:
+        config.update(shrunk=shrunk, decoder_dim=info["decoder_dim"], decoder_layers=info["decoder_layers"])
+    info["config"] = config
+    info["summary"] = (f"SegViT ({'Shrunk' if shrunk else 'cascade'}), "
+                       + (f"{info['num_classes']} classes" if cls is not None else "no ATM head found"))
+    return info
+
+
+def bind(model, state):
+    """Binds an authors' SegViT checkpoint to a kseg ``SegViT`` (cascade or Shrunk).
+
+    Raises: ValueError for a cascade checkpoint into a Shrunk model or the reverse.
+    """
+    state = strip_module(state)
+    skipped = {}
+    for key in [k for k in state if any(p.search(k) for p, _ in _SKIP)]:
+        skipped[key] = next(why for p, why in _SKIP if p.search(key))
+        state.pop(key)
+    what = (f"{model.variant or model.backbone_name} ({'Shrunk' if model.shrunk else 'cascade'}, "
+            f"{model.num_classes} classes, decoder dim {model.decoder_dim})")
+    ckpt_shrunk = any(k.startswith("decode_head.atm.") for k in state)
+    ckpt_cascade = "decode_head.class_embed.weight" in state
+    if (model.shrunk and ckpt_cascade) or (not model.shrunk and ckpt_shrunk):
+        kind = "a Shrunk checkpoint (decode_head.atm.*)" if ckpt_shrunk else "a cascade checkpoint (decode_head.class_embed)"
+        raise ValueError(f"checkpoint is {kind} but the model is {what}; use the matching "
+                         "segvit_*_shrunk / segvit_* variant")
+    rest = {k: np.asarray(v) for k, v in state.items() if not k.startswith("backbone.")}
+    notes = []
+    if model.shrunk:
+        q, g = rest.get("decode_head.q.weight"), model.decode_head.grid_size
+        side = round(q.shape[0] ** 0.5) if q is not None and q.ndim == 2 else 0
+        if side > 0 and side * side == q.shape[0] and q.shape[-1] == model.decoder_dim and side != g:
+            rest["decode_head.q.weight"] = resample_pos_embed(q[None].astype("float32"), (g, g), num_prefix_tokens=0,
+                                                             method=model.pos_embed_interpolation)[0]
+            notes.append(f"QU tokens decode_head.q.weight resampled from {side}x{side} to {g}x{g}")
+    b = Binding(rest, head_targets(model), layout="SegViT (zbwxp/SegVit, mmseg) keys", skipped=skipped, notes=notes,
+                what=what, info={"checkpoint": describe_checkpoint(state)},
+                hints=[("decode_head.", lambda key, *_: (
+                    f"another class count or decoder width (model: {what})"
+                    if "class_embed" in key or key.endswith("q.weight") else f"another variant (model: {what})"))])
+    enc = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
+    return b.add(vit.bind_encoder(model.encoder, enc), "backbone.")
 
 
 def load_segvit(model, source, strict=True):
@@ -154,7 +187,7 @@ def load_segvit(model, source, strict=True):
       model: a ``kseg.models.SegViT`` (built first if needed) of the checkpoint's variant:
         same backbone, ``shrunk`` flag, decoder width and number of classes.
       source: a ``.pth`` path / folder / ``{key: array or tensor}`` mapping
-        (:func:`kseg.convert.common.read_state_dict`); a ``module.`` prefix is stripped.
+        (:func:`kseg.convert.io.read_state_dict`); a ``module.`` prefix is stripped.
       strict: raise on unknown checkpoint keys or model variables the checkpoint lacks.
     Returns: :class:`LoadReport` (notes say which grids were resampled).
     Raises: ValueError (``ShapeMismatchError``) naming the key, both shapes and the likely cause
@@ -163,64 +196,16 @@ def load_segvit(model, source, strict=True):
     """
     if not model.built:
         model.build((None, None, None, 3))
-    state = read_state_dict(source)
-    state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
-    report = LoadReport(layout="SegViT (zbwxp/SegVit, mmseg) keys")
-    for key in list(state):
-        for pattern, why in _SKIP:
-            if pattern.search(key):
-                report.skipped[key] = why
-                state.pop(key)
-                break
-    kind = "Shrunk" if model.shrunk else "cascade"
-    model_desc = (f"{model.variant or model.backbone_name} ({kind}, {model.num_classes} classes, decoder dim "
-                  f"{model.decoder_dim})")
-    ckpt_shrunk = any(k.startswith("decode_head.atm.") for k in state)
-    ckpt_cascade = "decode_head.class_embed.weight" in state
-    if (model.shrunk and ckpt_cascade) or (not model.shrunk and ckpt_shrunk):
-        what = ("a Shrunk checkpoint (decode_head.atm.*)" if ckpt_shrunk
-                else "a cascade checkpoint (decode_head.class_embed)")
-        raise ValueError(f"checkpoint is {what} but the model is {model_desc}; use the matching "
-                         "segvit_*_shrunk / segvit_* variant")
-    enc = model.encoder
-    method = model.pos_embed_interpolation
-    pos = state.get("backbone.pos_embed")
-    if pos is not None and pos.ndim == 3 and pos.shape[-1] == enc.embed_dim and pos.shape[1] != enc.pos_embed.shape[1]:
-        side = int(round((pos.shape[1] - 1) ** 0.5))
-        if side * side + 1 == pos.shape[1]:  # otherwise the shape check reports it
-            state["backbone.pos_embed"] = _resample_square(pos, enc.grid_size, method, prefix=1)
-            g = enc.grid_size
-            report.notes.append(f"backbone.pos_embed resampled from {side}x{side} to {g}x{g}")
-    if model.shrunk:
-        q = state.get("decode_head.q.weight")
-        g = model.decode_head.grid_size
-        side = int(round(q.shape[0] ** 0.5)) if q is not None and q.ndim == 2 else 0
-        if side > 0 and side * side == q.shape[0] and q.shape[-1] == model.decoder_dim and side != g:
-            state["decode_head.q.weight"] = _resample_square(q, g, method)
-            report.notes.append(f"QU tokens decode_head.q.weight resampled from {side}x{side} to {g}x{g}")
-    targets = segvit_targets(model)
-    wanted = {tgt.key for tgt in targets.values()}
-    report.unexpected = sorted(k for k in state if k not in wanted)
-    report.missing = sorted({tgt.key for tgt in targets.values() if tgt.key not in state})
-
-    def hint(key, ckpt_shape, want):
-        if "class_embed" in key or key.endswith("atm.q.weight") or key == "decode_head.q.weight":
-            return f"another class count or decoder width (model: {model_desc})"
-        return f"another variant (model: {model_desc})"
-
-    present = [tgt for tgt in targets.values() if tgt.key in state]
-    pairs = check_shapes(present, state, hint=hint)
-    if strict and (report.unexpected or report.missing):
-        raise ValueError(
-            f"checkpoint does not match {model_desc}: {len(report.unexpected)} unexpected keys "
-            f"{report.unexpected[:4]}, {len(report.missing)} missing keys {report.missing[:4]}. "
-            "Pass strict=False to load the matching keys."
-        )
-    assign_all(pairs)
-    report.loaded = sorted({tgt.key for tgt, _ in pairs})
-    assigned = {id(tgt.variable) for tgt, _ in pairs}
-    report.untouched = [w.path for w in model.weights if id(w) not in assigned]
-    return report
+    return apply_binding(model, bind(model, read_state_dict(source)), strict)
 
 
-__all__ = ["load_segvit", "segvit_targets", "ShapeMismatchError"]
+def detect(state):
+    """An authors' SegViT checkpoint: ATM class embeddings in the decode head."""
+    return any(re.match(r"(module\.)?decode_head\.(atm\.)?class_embed\.weight$", k) for k in state)
+
+
+CONVERTER = register_converter(Converter(
+    family="segvit", bind=bind, describe=describe_checkpoint, detect=detect,
+    layouts="authors' SegViT (zbwxp/SegVit, Akide/SegViTv1 on the Hub) .pth"))
+
+__all__ = ["ShapeMismatchError", "head_targets", "load_segvit"]

@@ -39,22 +39,30 @@ Accepted layouts (recognised from the keys; a leading ``module.`` is stripped):
 
 Keys are renamed to the authors' names (the names used in messages, with the stored name
 added), then bound by walking the model (``model.mla_neck.reduce[i]``,
-``model.decode_head.convs[i]``, ``model.aux[j]`` ...). Every shape is checked before
-anything is assigned. BatchNorm ``running_mean``/``running_var`` -> ``moving_mean``/
-``moving_variance`` (``num_batches_tracked`` skipped). Position embeddings stored for
-another grid are resampled (see :mod:`kseg.convert.vit`).
+``model.decode_head.convs[i]``, ``model.aux[j]`` ...). BatchNorm ``running_mean``/
+``running_var`` -> ``moving_mean``/``moving_variance`` (``num_batches_tracked`` skipped).
+
+Settings that travel with every authors' and mmseg SETR checkpoint (:func:`describe_checkpoint`
+``config``): the ImageNet mean/std (``img_norm_cfg`` of every dataset config; kseg's ViT
+default is Google's 127.5 / 127.5), the position grid of the training crop, the head width.
 """
 
 import re
 
 import numpy as np
 
-from kseg.convert.common import LoadReport, batchnorm_targets, conv_targets, norm_targets
-from kseg.convert.segmenter import finish_load, prefixed_encoder, strip_module
-from kseg.convert.vit import load_vit_state, read_vit_checkpoint, rename_key
-
-AUTHORS, MMSEG, ENCODER_ONLY = "authors", "mmseg", "encoder"
-_NOT_WEIGHTS = re.compile(r"(^|\.)(num_batches_tracked|loss_decode\..*)$|^data_preprocessor\.")
+from kseg.backbones.normalization import IMAGENET_MEAN, IMAGENET_STD
+from kseg.convert import vit
+from kseg.convert.common import batchnorm_targets, conv_targets, norm_targets
+from kseg.convert.io import read_state_dict
+from kseg.convert.loader import (
+    Binding,
+    Converter,
+    apply_binding,
+    register_converter,
+    strip_module,
+)
+from kseg.convert.segmenter import AUTHORS, ENCODER_ONLY, MMSEG, NOT_WEIGHTS
 
 
 def detect_layout(state):
@@ -84,7 +92,7 @@ def _decoder_kind(state, layout):
 
 def describe_checkpoint(state):
     """``layout``, ``decoder`` (naive/pup/mla or None), ``num_classes``, ``num_aux`` of a SETR
-    checkpoint."""
+    checkpoint, and for the registry ``config`` and ``summary``."""
     state = strip_module(dict(state))
     layout = detect_layout(state)
     kind = _decoder_kind(state, layout) if layout != ENCODER_ONLY else None
@@ -95,14 +103,27 @@ def describe_checkpoint(state):
     elif layout == MMSEG:
         cls = "decode_head.conv_seg.weight"
     aux = {m.group(1) for k in state if (m := re.match(r"auxiliary_head\.(\d+)\.", k))}
-    return {"layout": layout, "decoder": kind,
-            "num_classes": int(np.shape(state[cls])[0]) if cls in state else None, "num_aux": len(aux)}
+    info = {"layout": layout, "decoder": kind, "num_aux": len(aux),
+            "num_classes": int(np.shape(state[cls])[0]) if cls in state else None}
+    prefix = "" if layout == ENCODER_ONLY else "backbone."
+    enc = vit.normalize_keys({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)
+                              and not re.match(r"backbone\.(mla\.|norm_\d)", k)})[0]
+    config = vit.backbone_config(vit.describe_checkpoint(enc))
+    if kind:
+        config.update(decoder=kind, aux_heads=bool(aux), mean=list(IMAGENET_MEAN), std=list(IMAGENET_STD))
+        width = state.get("decode_head.conv_0.weight", state.get("decode_head.up_convs.0.0.conv.weight"))
+        if kind != "mla" and width is not None:
+            config["channels"] = int(np.shape(width)[0])
+    info["config"] = config
+    info["summary"] = f"{layout} layout, " + ("no decoder (encoder-only)" if kind is None else
+                                              f"{kind} decoder, {info['num_classes']} classes, {len(aux)} auxiliary heads")
+    return info
 
 
 # --------------------------------------------------------------------------- mmseg -> authors' names
 
 
-def _mmseg_to_authors(state, kind, num_levels, report, origin):
+def _mmseg_to_authors(state, kind, num_levels, skipped, notes, origin):
     """mmseg 1.x head/neck keys -> authors' names (arrays permuted where the orders differ)."""
     out = {}
 
@@ -134,9 +155,9 @@ def _mmseg_to_authors(state, kind, num_levels, report, origin):
             j = num_levels - 1 - int(m.group(1))
             if m.group(2) == "bias":
                 if np.any(value != 0):
-                    report.notes.append(f"{key}: non-zero bias dropped (kseg's MLA auxiliary head, like the "
+                    notes.append(f"{key}: non-zero bias dropped (kseg's MLA auxiliary head, like the "
                                         "authors' VIT_MLA_AUXIHead, has none; auxiliary heads only train)")
-                report.skipped[key] = "bias of mmseg's FCNHead auxiliary classifier (kseg's has none)"
+                skipped[key] = "bias of mmseg's FCNHead auxiliary classifier (kseg's has none)"
                 continue
             put(f"auxiliary_head.{j}.aux.weight", value, key)
         elif m := re.match(r"(decode_head|auxiliary_head\.\d+)\.(norm|up_convs|conv_seg)\.(.+)$", key):
@@ -144,7 +165,7 @@ def _mmseg_to_authors(state, kind, num_levels, report, origin):
             n_convs = (len({int(x.group(1)) for k in state if (x := re.match(r"decode_head\.up_convs\.(\d+)\.", k))})
                        if head == "decode_head" else len(aux_convs.get(int(head.split(".")[1]), ())))
             if head != "decode_head" and n_convs != 1:
-                report.skipped[key] = (f"mmseg SETRUPHead auxiliary head with num_convs={n_convs}: kseg's auxiliary "
+                skipped[key] = (f"mmseg SETRUPHead auxiliary head with num_convs={n_convs}: kseg's auxiliary "
                                        "heads (the authors') have one conv + classifier; left at initialisation")
                 continue
             if part == "norm":
@@ -213,6 +234,65 @@ def class_keys(model):
     return keys | {f"auxiliary_head.{j}.conv_{len(a.convs)}." for j, a in enumerate(model.aux)}
 
 
+def bind(model, state):
+    """Binds an authors' / mmseg SETR checkpoint (or a bare ViT) to a kseg ``SETR``.
+
+    Raises: ValueError for a decoder kind that differs from the model's.
+    """
+    state = strip_module(state)
+    info = describe_checkpoint(state)
+    if info["layout"] == ENCODER_ONLY:
+        b = vit.bind_encoder(model.encoder, state)
+        b.notes.append("encoder loaded; decode heads left at initialisation")
+        b.info["checkpoint"] = info
+        return b
+    aux_desc = f", {len(model.aux)} auxiliary heads" if model.aux else ", no auxiliary heads"
+    what = (f"{model.variant or 'setr_' + model.decoder + '_' + model.backbone_name} ({model.decoder} "
+            f"decoder, {model.num_classes} classes, encoder depth {model.depth}{aux_desc})")
+    if info["decoder"] is not None and info["decoder"] != model.decoder:
+        raise ValueError(f"checkpoint has a {info['decoder'].upper()} decoder but the model is {what}; "
+                         f"build a setr_{info['decoder']}_* variant")
+    skipped, notes, origin = {}, [], {}
+    for key in [k for k in state if NOT_WEIGHTS.search(k) or (
+            info["layout"] == AUTHORS and re.match(r"(decode_head|auxiliary_head\.\d+)\.conv_seg\.", k))]:
+        skipped[key] = ("not a weight (BatchNorm counter, loss buffer, preprocessor)" if NOT_WEIGHTS.search(key)
+                        else "mmseg 0.x BaseDecodeHead.conv_seg: never used by the SETR heads")
+        state.pop(key)
+    neck_re = re.compile(r"^backbone\.(mla\.|norm_\d+\.)")
+    enc = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.") and not neck_re.match(k)}
+    rest = {k: np.asarray(v) for k, v in state.items() if not k.startswith("backbone.") or neck_re.match(k)}
+    if info["layout"] == MMSEG:
+        num_levels = len(model.mla_layers) if model.decoder == "mla" else 4
+        rest = _mmseg_to_authors(rest, info["decoder"], num_levels, skipped, notes, origin)
+    if not model.aux:
+        for key in [k for k in rest if k.startswith("auxiliary_head.")]:
+            skipped[origin.get(key, key)] = "auxiliary head: the model is built without them (aux_heads=False)"
+            rest.pop(key)
+    targets = head_targets(model)
+    # Auxiliary heads mmseg builds differently (num_convs=2) were skipped: their kseg
+    # counterparts stay at initialisation instead of being reported missing.
+    dropped = sorted({int(m.group(1)) for k, why in skipped.items()
+                      if (m := re.match(r"auxiliary_head\.(\d+)\.", k)) and "num_convs" in why})
+    targets = {k: t for k, t in targets.items() if not any(k.startswith(f"auxiliary_head.{j}.") for j in dropped)}
+    if dropped:
+        notes.append(f"auxiliary heads {dropped} not loaded (mmseg two-conv heads)")
+    cls_prefixes = tuple(class_keys(model))
+    n_ckpt = info["num_classes"]
+
+    def head_hint(key, ckpt_shape, want):
+        if key.startswith(cls_prefixes) and ckpt_shape[0] != want[-1]:
+            return (f"another class count: the checkpoint has {n_ckpt} classes, the model {model.num_classes}; "
+                    f"build the model with num_classes={n_ckpt}, or pass skip_classifier=True")
+        return f"other head widths or kernels (model: {what})"
+
+    b = Binding(rest, targets, skipped=skipped, notes=notes, origin=origin, info={"checkpoint": info}, what=what,
+                classifier={k for k in set(rest) | {t.key for t in targets.values()} if k.startswith(cls_prefixes)},
+                hints=[("", head_hint)],
+                layout=("SETR, authors' layout (fudan-zvg/SETR, mmseg 0.x)" if info["layout"] == AUTHORS
+                        else "SETR, MMSegmentation 1.x layout"))
+    return b.add(vit.bind_encoder(model.encoder, enc), "backbone.")
+
+
 def load_setr(model, source, strict=True, skip_classifier=False):
     """Loads a SETR (or bare ViT) checkpoint into a kseg ``SETR``, in place.
 
@@ -232,74 +312,16 @@ def load_setr(model, source, strict=True, skip_classifier=False):
     """
     if not model.built:
         model.build((None, None, None, 3))
-    state, is_jax = read_vit_checkpoint(source)
-    state = strip_module(state)
-    info = describe_checkpoint(state)
-    layout = info["layout"]
-    if layout == ENCODER_ONLY:
-        report = load_vit_state(model, state, is_jax, strict)
-        report.info["checkpoint"] = info
-        return report
-    aux_desc = f", {len(model.aux)} auxiliary heads" if model.aux else ", no auxiliary heads"
-    model_desc = (f"{model.variant or 'setr_' + model.decoder + '_' + model.backbone_name} ({model.decoder} "
-                  f"decoder, {model.num_classes} classes, encoder depth {model.depth}{aux_desc})")
-    if info["decoder"] is not None and info["decoder"] != model.decoder:
-        raise ValueError(f"checkpoint has a {info['decoder'].upper()} decoder but the model is {model_desc}; "
-                         f"build a setr_{info['decoder']}_* variant")
-    report, origin = LoadReport(), {}
-    report.layout = ("SETR, authors' layout (fudan-zvg/SETR, mmseg 0.x)" if layout == AUTHORS
-                     else "SETR, MMSegmentation 1.x layout")
-    report.info["checkpoint"] = info
-    for key in [k for k in state if _NOT_WEIGHTS.search(k)]:
-        report.skipped[key] = "not a weight (BatchNorm counter, loss buffer, preprocessor)"
-        state.pop(key)
-    if layout == AUTHORS:
-        for key in [k for k in state if re.match(r"(decode_head|auxiliary_head\.\d+)\.conv_seg\.", k)]:
-            report.skipped[key] = "mmseg 0.x BaseDecodeHead.conv_seg: never used by the SETR heads"
-            state.pop(key)
-    neck_re = re.compile(r"^backbone\.(mla\.|norm_\d+\.)")
-    enc = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.") and not neck_re.match(k)}
-    rest = {k: v for k, v in state.items() if not k.startswith("backbone.") or neck_re.match(k)}
-    num_levels = len(model.mla_layers) if model.decoder == "mla" else 4
-    if layout == MMSEG:
-        rest = _mmseg_to_authors(rest, info["decoder"], num_levels, report, origin)
-        for k in enc:
-            origin.setdefault("backbone." + rename_key(k)[0], "backbone." + k)
-    else:
-        rest = {k: np.asarray(v) for k, v in rest.items()}
-    if not model.aux:
-        for key in [k for k in rest if k.startswith("auxiliary_head.")]:
-            report.skipped[origin.get(key, key)] = "auxiliary head: the model is built without them (aux_heads=False)"
-            rest.pop(key)
-    enc_state, enc_targets = prefixed_encoder(model.encoder, enc, "backbone.", report)
-    ckpt_enc, model_enc = report.info.pop("encoder_desc")
-    targets = {**enc_targets, **head_targets(model)}
-    if layout == MMSEG:
-        # Auxiliary heads mmseg builds differently (num_convs=2) were skipped above: their
-        # kseg counterparts stay at initialisation instead of being reported missing.
-        dropped = {int(m.group(1)) for k, why in report.skipped.items()
-                   if (m := re.match(r"auxiliary_head\.(\d+)\.", k)) and "num_convs" in why}
-        for j in sorted(dropped):
-            targets = {k: t for k, t in targets.items() if not k.startswith(f"auxiliary_head.{j}.")}
-        if dropped:
-            report.notes.append(f"auxiliary heads {sorted(dropped)} not loaded (mmseg two-conv heads)")
-    state = {**enc_state, **rest}
-    n_ckpt = info["num_classes"]
-    cls_prefixes = tuple(class_keys(model))
-
-    def hint(key, ckpt_shape, want):
-        if key.startswith(cls_prefixes) and ckpt_shape[0] != want[-1]:
-            return (f"another class count: the checkpoint has {n_ckpt} classes, the model {model.num_classes}; "
-                    f"build the model with num_classes={n_ckpt}, or pass skip_classifier=True")
-        if key.startswith("backbone.") and not neck_re.match(key):
-            return f"another encoder (checkpoint: {ckpt_enc}; model: {model_enc})"
-        return f"other head widths or kernels (model: {model_desc})"
-
-    skip = ({k for k in set(state) | {t.key for t in targets.values()} if k.startswith(cls_prefixes)}
-            if skip_classifier else ())
-    finish_load(model, state, targets, report, strict, hint, model_desc, origin, skip_keys=skip,
-                skip_reason="classifier skipped (skip_classifier): left at initialisation")
-    return report
+    return apply_binding(model, bind(model, read_state_dict(source)), strict, skip_classifier)
 
 
-__all__ = ["load_setr", "describe_checkpoint", "detect_layout", "head_targets", "class_keys"]
+def detect(state):
+    """A full SETR checkpoint (authors' or mmseg's)."""
+    keys = strip_module(dict.fromkeys(state))
+    layout = detect_layout(keys)
+    return layout != ENCODER_ONLY and _decoder_kind(keys, layout) is not None
+
+
+CONVERTER = register_converter(Converter(
+    family="setr", bind=bind, describe=describe_checkpoint, detect=detect,
+    layouts="authors' (fudan-zvg/SETR) or MMSegmentation SETR; or a bare ViT into the encoder"))

@@ -32,24 +32,20 @@ A window-size mismatch (e.g. 224/window-7 weights into a window-12 model) is a s
 error naming ``relative_position_bias_table``; resampling bias tables is not done.
 """
 
-import os
 import re
 
 import numpy as np
 
 from kseg.convert.common import (
-    LoadReport,
-    ShapeMismatchError,
     Target,
-    assign_all,
-    check_shapes,
     conv_kernel,
     dense_targets,
     linear_kernel,
     norm_targets,
-    read_state_dict,
     strip_prefixes,
 )
+from kseg.convert.io import read_state_dict
+from kseg.convert.loader import Binding, apply_binding
 
 HF_MASKFORMER_PREFIX = "model.pixel_level_module.encoder."
 
@@ -85,15 +81,6 @@ def _strip(key):
     return strip_prefixes(key, _PREFIXES)
 
 
-def _read(source):
-    """read_state_dict plus detectron2 ``.pkl`` files (MaskFormer's converted Swin weights)."""
-    if isinstance(source, (str, os.PathLike)) and os.fspath(source).endswith(".pkl"):
-        from kseg.convert.resnet import read_d2_pickle  # numpy-only unpickler
-
-        return read_d2_pickle(source)
-    return read_state_dict(source)
-
-
 def hf_maskformer_backbone_state(state, prefix=HF_MASKFORMER_PREFIX):
     """The Swin backbone part of a HF ``MaskFormerModel`` / ``MaskFormerForInstanceSegmentation``
     state dict, in the official layout: ``{official key: np.ndarray}``.
@@ -102,7 +89,7 @@ def hf_maskformer_backbone_state(state, prefix=HF_MASKFORMER_PREFIX):
       backbone sits (``model.pixel_level_module.encoder.``).
     Raises: ValueError when no key starts with ``prefix``.
     """
-    out, _, _ = normalize_keys(_select(_read(state), prefix))
+    out, _, _ = normalize_keys(select_prefix(read_state_dict(state), prefix))
     return out
 
 
@@ -119,7 +106,7 @@ def auto_prefix(state):
     return ""
 
 
-def _select(state, prefix):
+def select_prefix(state, prefix):
     if prefix is None:
         prefix = auto_prefix(state)
     if not prefix:
@@ -216,10 +203,34 @@ def describe_checkpoint(state):
         table = state.get(f"layers.{i}.blocks.0.attn.relative_position_bias_table")
         if table is not None:
             heads.append(int(table.shape[1]))
-            window = int(round((table.shape[0] ** 0.5 + 1) / 2))
+            window = round((table.shape[0] ** 0.5 + 1) / 2)
     proj = state.get("patch_embed.proj.weight")
     return {"embed_dim": None if proj is None else int(proj.shape[0]),
             "depths": [depths[i] for i in sorted(depths)], "num_heads": heads, "window_size": window}
+
+
+def bind(backbone, state, prefix=None):
+    """Binds a Swin state dict (any layout of the module docstring) to a built kseg backbone.
+
+    ``prefix``: bind only the keys under it (see :func:`load_swin`).
+    """
+    if prefix is None:
+        prefix = auto_prefix(state)
+    state, layout, skipped = normalize_keys(select_prefix(state, prefix))
+    info = describe_checkpoint(state)
+    targets = backbone_targets(backbone)
+    model_desc = (f"embed_dim {backbone.embed_dim}, depths {backbone.depths}, heads {backbone.num_heads}, "
+                  f"window {backbone.window_size}")
+    ckpt_desc = (f"embed_dim {info['embed_dim']}, depths {info['depths']}, heads {info['num_heads']}, "
+                 f"window {info['window_size']}")
+    b = Binding(state, targets, layout=f"{layout} keys", skipped=skipped, info=info, require_match=True,
+                optional={k for k in targets if re.match(r"norm\d\.", k)}, what=f"the Swin backbone ({model_desc})",
+                hints=[("", lambda *_: f"another Swin variant (checkpoint: {ckpt_desc}; model: {model_desc})")])
+    if prefix:
+        b.notes.append(f"loaded the keys under {prefix!r}; other keys ignored")
+    if b.optional - set(state):
+        b.notes.append("stage norms norm0..3 not in the checkpoint (ImageNet weights): left at init")
+    return b
 
 
 def load_swin(backbone, source, prefix=None, strict=True):
@@ -228,7 +239,7 @@ def load_swin(backbone, source, prefix=None, strict=True):
     Args:
       backbone: a kseg ``SwinTransformer`` (built here if needed), or a model whose
         ``backbone`` attribute is one.
-      source: folder / file / ``{key: array or tensor}`` (``kseg.convert.common.read_state_dict``).
+      source: folder / file (``.pkl`` included) / ``{key: array or tensor}``.
       prefix: load only keys under this prefix (stripped first), e.g.
         :data:`HF_MASKFORMER_PREFIX` for a HF MaskFormer checkpoint or ``"backbone."`` for
         an official MaskFormer one; other keys are ignored, not reported. ``None``
@@ -237,40 +248,11 @@ def load_swin(backbone, source, prefix=None, strict=True):
         ``norm0..3`` (absent from ImageNet checkpoints by design).
     Returns: :class:`~kseg.convert.common.LoadReport` (``info``: the checkpoint architecture).
     Raises: ShapeMismatchError (a ValueError) naming the key and shapes for another variant
-      (width, heads, window size); ValueError for unexpected/missing keys when strict, or an
-      empty prefix selection. Nothing is assigned when it raises.
+      (width, heads, window size); ValueError for unexpected/missing keys when strict, an
+      empty prefix selection, or a checkpoint no key of which matches. Nothing is assigned
+      when it raises.
     """
     backbone = getattr(backbone, "backbone", backbone)
     if not backbone.built:
         backbone.build((None, None, None, 3))
-    raw = _read(source)
-    if prefix is None:
-        prefix = auto_prefix(raw)
-    state, layout, skipped = normalize_keys(_select(raw, prefix))
-    info = describe_checkpoint(state)
-    report = LoadReport(layout=f"{layout} keys", skipped=skipped, info=info)
-    if prefix:
-        report.notes.append(f"loaded the keys under {prefix!r}; other keys ignored")
-    targets = backbone_targets(backbone)
-    report.unexpected = sorted(k for k in state if k not in targets)
-    report.missing = sorted(k for k in targets if k not in state)
-    model_desc = (f"embed_dim {backbone.embed_dim}, depths {backbone.depths}, heads {backbone.num_heads}, "
-                  f"window {backbone.window_size}")
-    ckpt_desc = (f"embed_dim {info['embed_dim']}, depths {info['depths']}, heads {info['num_heads']}, "
-                 f"window {info['window_size']}")
-    pairs = check_shapes([targets[k] for k in targets if k in state], state,
-                         hint=lambda *_: f"another Swin variant (checkpoint: {ckpt_desc}; model: {model_desc})")
-    hard_missing = [k for k in report.missing if not re.match(r"norm\d\.", k)]
-    if strict and (report.unexpected or hard_missing):
-        raise ValueError(
-            f"checkpoint does not match the Swin backbone: {len(report.unexpected)} unexpected keys "
-            f"{report.unexpected[:4]}, {len(hard_missing)} missing keys {hard_missing[:4]}. Checkpoint: "
-            f"{ckpt_desc}; model: {model_desc}. Pass strict=False to load the matching keys."
-        )
-    if not pairs:
-        raise ShapeMismatchError(f"no checkpoint key matches the Swin backbone (checkpoint: {ckpt_desc})")
-    assign_all(pairs)
-    report.loaded = [t.key for t, _ in pairs]
-    if any(re.match(r"norm\d\.", k) for k in report.missing):
-        report.notes.append("stage norms norm0..3 not in the checkpoint (ImageNet weights): left at init")
-    return report
+    return apply_binding(backbone, bind(backbone, read_state_dict(source), prefix), strict)

@@ -39,19 +39,18 @@ import re
 
 import numpy as np
 
+from kseg.backbones.vit import VIT_VARIANTS
 from kseg.convert.common import (
-    LoadReport,
     ShapeMismatchError,
     Target,
-    assign_all,
-    check_shapes,
     conv_kernel,
     dense_targets,
     identity,
     norm_targets,
-    read_state_dict,
     strip_prefixes,
 )
+from kseg.convert.io import read_state_dict
+from kseg.convert.loader import Binding, apply_binding
 from kseg.layers.pos_embed import resample_pos_embed
 
 # (regex on a prefix-stripped key, timm replacement, layout). Order matters: specific first.
@@ -103,9 +102,9 @@ def _jax_to_timm(state):
     """Google JAX ViT arrays -> timm-layout (PyTorch) arrays. Keys without ``Transformer/``,
     ``embedding/`` or ``cls`` (e.g. ``head/*``, ``pre_logits/*``) keep their names (then
     skipped as heads)."""
-    state = {k[len("opt/target/"):] if k.startswith("opt/target/") else k: np.asarray(v) for k, v in state.items()}
+    state = {k.removeprefix("opt/target/"): np.asarray(v) for k, v in state.items()}
     out = {}
-    torch_linear = lambda k: k.T  # (in, out) -> (out, in)  # noqa: E731
+    torch_linear = lambda k: k.T  # (in, out) -> (out, in)
     if "embedding/kernel" in state:
         out["patch_embed.proj.weight"] = state.pop("embedding/kernel").transpose(3, 2, 0, 1)
         out["patch_embed.proj.bias"] = state.pop("embedding/bias")
@@ -148,27 +147,11 @@ def _is_jax(state):
     return any("Transformer/" in k or k.startswith("embedding/") for k in state)
 
 
-def _read(source):
-    """read_state_dict plus Google ``.npz`` files; JAX layouts are converted to timm's."""
-    import os
-
-    if not isinstance(source, dict) and os.fspath(source).endswith(".npz"):
-        with np.load(os.fspath(source)) as data:
-            state = {k: data[k] for k in data.files}
-    else:
-        state = read_state_dict(source)
-    return (_jax_to_timm(state), True) if _is_jax(state) else (state, False)
-
-
-def _strip(key):
-    return strip_prefixes(key, _PREFIXES)
-
-
 def rename_key(key):
     """One checkpoint key -> ``(timm name, layout or None, skip reason or None)``; separate
     HF q/k/v projections come out as ``blocks.{i}.attn.{q,k,v}.*`` (fused by
     :func:`normalize_keys`)."""
-    name = _strip(key)
+    name = strip_prefixes(key, _PREFIXES)
     reason = next((why for pat, why in _SKIP if pat.match(name)), None)
     if reason:
         return name, None, reason
@@ -180,11 +163,16 @@ def rename_key(key):
 
 
 def normalize_keys(state):
-    """Any accepted layout -> ``(timm-named state with fused qkv, layout, skipped)``.
+    """Any accepted layout -> ``(timm-named state with fused qkv, layout, skipped, origin)``.
 
+    ``origin`` maps renamed keys to their stored names. Google JAX states (``.npz``) are
+    rearranged first (:func:`_jax_to_timm`).
     Raises: ValueError when two keys collapse onto one name or a q/k/v triple is incomplete.
     """
-    out, skipped, layout = {}, {}, "timm"
+    jax = _is_jax(state)
+    if jax:
+        state = _jax_to_timm(state)
+    out, skipped, origin, layout = {}, {}, {}, "timm"
     for key, value in state.items():
         name, lay, reason = rename_key(key)
         if reason:
@@ -194,17 +182,21 @@ def normalize_keys(state):
         if name in out:
             raise ValueError(f"checkpoint keys collide after renaming: {key!r} -> {name!r} appears twice")
         out[name] = np.asarray(value)
+        if name != key:
+            origin[name] = key
     for key in sorted(k for k in out if re.match(r"blocks\.\d+\.attn\.q\.", k)):
         prefix, suffix = key.rsplit(".attn.q.", 1)
         parts = [f"{prefix}.attn.{n}.{suffix}" for n in "qkv"]
         if not all(p in out for p in parts):
             raise ValueError(f"checkpoint has {key!r} but not all of {parts}")
         out[f"{prefix}.attn.qkv.{suffix}"] = np.concatenate([out.pop(p) for p in parts], axis=0)
-    return out, layout, skipped
+        origin[f"{prefix}.attn.qkv.{suffix}"] = origin.pop(key, key)
+    return out, ("Google JAX (.npz)" if jax else layout), skipped, origin
 
 
 def describe_checkpoint(state):
-    """Architecture read off a normalised state: embed_dim, depth, patch_size, grid, prefix tokens."""
+    """Architecture read off a normalised state: embed_dim, depth, patch_size, distilled,
+    num_positions, grid (side of the stored square position grid)."""
     proj = state.get("patch_embed.proj.weight")
     depth = len({m.group(1) for k in state if (m := re.match(r"blocks\.(\d+)\.", k))})
     pos = state.get("pos_embed")
@@ -215,8 +207,30 @@ def describe_checkpoint(state):
         "depth": depth,
         "distilled": "dist_token" in state,
         "num_positions": None if pos is None else int(pos.shape[1]),
-        "grid": None if pos is None else int(round((pos.shape[1] - prefix) ** 0.5)),
+        "grid": None if pos is None else round((pos.shape[1] - prefix) ** 0.5),
     }
+
+
+def backbone_config(info):
+    """kseg constructor settings of a described ViT: ``backbone`` (a ``VIT_VARIANTS`` key of
+    that width, patch and distillation), ``depth`` when it differs from the variant's, and
+    ``img_size`` (the stored grid x patch: the model is built with the checkpoint's own grid,
+    so nothing is resampled at load). Empty when no variant has that width and patch."""
+    for name, arch in VIT_VARIANTS.items():
+        if (arch["embed_dim"], arch["patch_size"], arch["distilled"]) == (
+                info["embed_dim"], info["patch_size"], info["distilled"]):
+            config = {"backbone": name}
+            if info["depth"] and info["depth"] != arch["depth"]:
+                config["depth"] = info["depth"]
+            if info["grid"]:
+                config["img_size"] = info["grid"] * info["patch_size"]
+            return config
+    return {}
+
+
+def describe_text(info):
+    return (f"embed_dim {info['embed_dim']}, depth {info['depth']}, patch {info['patch_size']}, "
+            f"distilled {info['distilled']}")
 
 
 def block_targets(t, key, blk):
@@ -246,108 +260,67 @@ def encoder_targets(encoder):
     return t
 
 
-def read_vit_checkpoint(source):
-    """``(state, is_jax)``: :func:`kseg.convert.common.read_state_dict` plus Google ``.npz``
-    files, whose JAX layout is rearranged to timm's."""
-    return _read(source)
+def bind_encoder(encoder, state):
+    """Normalises an encoder state dict (any layout of the module docstring) and binds it to a
+    built kseg ``ViT`` (nothing assigned). A position embedding stored for another grid is
+    resampled to the encoder's (with a note); a final norm the encoder lacks is skipped.
 
-
-def bind_encoder(encoder, state, is_jax=False):
-    """Normalises an encoder state dict and binds it to a kseg ``ViT`` (nothing assigned).
-
-    Args:
-      encoder: a built kseg ``ViT``.
-      state: ``{key: array}`` of the encoder alone, in any layout of the module docstring
-        (already rearranged when ``is_jax``).
-    Returns: ``(state, targets, report)``: the timm-named state (position embedding
-      resampled to the encoder's grid), ``{timm key: Target}`` for every encoder variable,
-      and a :class:`LoadReport` with ``layout``, ``skipped``, ``info`` and ``notes`` filled.
+    Returns: :class:`~kseg.convert.loader.Binding` (``info``: :func:`describe_checkpoint`).
     Raises: ShapeMismatchError when the prefix tokens (cls / distillation) differ.
     """
-    state, layout, skipped = normalize_keys(state)
-    if is_jax:
-        layout = "Google JAX (.npz)"
+    state, layout, skipped, origin = normalize_keys(state)
     info = describe_checkpoint(state)
-    report = LoadReport(layout=f"{layout} ViT/DeiT keys", skipped=skipped, info=info)
-    info["model_desc"] = (f"embed_dim {encoder.embed_dim}, depth {encoder.depth}, patch {encoder.patch_size}, "
-                          f"distilled {encoder.distilled}")
-    info["ckpt_desc"] = (f"embed_dim {info['embed_dim']}, depth {info['depth']}, patch {info['patch_size']}, "
-                         f"distilled {info['distilled']}")
+    model_desc = (f"embed_dim {encoder.embed_dim}, depth {encoder.depth}, patch {encoder.patch_size}, "
+                  f"distilled {encoder.distilled}")
+    b = Binding(state, encoder_targets(encoder), layout=f"{layout} ViT/DeiT keys", skipped=skipped, origin=origin,
+                info=info, what=f"the ViT encoder ({model_desc})",
+                hints=[("", lambda *_: f"another architecture (checkpoint: {describe_text(info)}; model: {model_desc})")])
     pos = state.get("pos_embed")
     if pos is not None:
         prefix = 1 + int(info["distilled"])
         if prefix != encoder.num_prefix_tokens:
             raise ShapeMismatchError(
                 f"checkpoint has {prefix} prefix tokens (distilled={info['distilled']}) but the model has "
-                f"{encoder.num_prefix_tokens}; checkpoint: {info['ckpt_desc']}; model: {info['model_desc']}. Use a "
+                f"{encoder.num_prefix_tokens}; checkpoint: {describe_text(info)}; model: {model_desc}. Use a "
                 f"{'deit_*' if info['distilled'] else 'vit_*'} backbone variant"
             )
         if pos.ndim == 3 and pos.shape[-1] == encoder.embed_dim and pos.shape[1] != encoder.pos_embed.shape[1]:
-            g = encoder.grid_size
-            state["pos_embed"] = resample_pos_embed(pos, (g, g), num_prefix_tokens=prefix,
-                                                    method=encoder.pos_embed_interpolation)
-            note = (f"pos_embed resampled from a {info['grid']}x{info['grid']} grid to "
-                    f"{g}x{g} ({encoder.pos_embed_interpolation})")
-            if info["grid"] and info["grid"] > g:
-                note += ("; lossy: the model's stored grid is smaller than the checkpoint's, so inputs at the "
-                         "checkpoint's training size see a re-upsampled embedding")
-            report.notes.append(note)
-    targets = encoder_targets(encoder)
+            g, method = encoder.grid_size, encoder.pos_embed_interpolation
+            state["pos_embed"] = resample_pos_embed(pos, (g, g), num_prefix_tokens=prefix, method=method)
+            b.notes.append(f"pos_embed resampled from {info['grid']}x{info['grid']} to {g}x{g} ({method}); build the "
+                           f"model with img_size={info['grid'] * encoder.patch_size} to keep the checkpoint's grid")
     if not encoder.final_norm:
         for key in [k for k in state if k.startswith("norm.")]:
             state.pop(key)
-            report.skipped[key] = "final LayerNorm: the encoder is built without it (final_norm=False)"
-    return state, targets, report
+            b.skipped[origin.get(key, key)] = "final LayerNorm: the encoder is built without it (final_norm=False)"
+    return b
+
+
+def read_vit_checkpoint(source):
+    """:func:`kseg.convert.io.read_state_dict` (Google ``.npz`` included), kept for callers."""
+    return read_state_dict(source)
 
 
 def load_vit(model, source, strict=True):
-    """Loads a timm / HF / mmseg ViT or DeiT checkpoint into a kseg ``ViT``, in place.
+    """Loads a timm / HF / Google / mmseg ViT or DeiT checkpoint into a kseg ``ViT``, in place.
 
     Args:
       model: a kseg ``ViT`` encoder, or a model whose ``encoder`` attribute is one (its
         decode heads are left at initialisation: ImageNet checkpoints have none). Built
         first if needed.
-      source: a folder / file / ``{key: array or tensor}`` mapping (see
-        ``kseg.convert.common.read_state_dict``), or a Google ``.npz`` file, in a layout
-        of the module docstring.
+      source: a folder / file (``.npz`` included) / ``{key: array or tensor}`` mapping in a
+        layout of the module docstring.
       strict: raise on checkpoint keys that map to nothing or encoder keys it lacks.
-    Returns: :class:`LoadReport` (``info``: the checkpoint's architecture; a note when the
-      position embedding was resampled).
+    Returns: :class:`~kseg.convert.common.LoadReport` (``info``: the checkpoint's
+      architecture; a note when the position embedding was resampled).
     Raises: ValueError (a ``ShapeMismatchError``) naming key and shapes when the
       checkpoint is another architecture (width, depth, patch size, distillation token);
       with ``strict``, unexpected/missing keys. Nothing is assigned when it raises.
     """
     if not model.built:
         model.build((None, None, None, 3))
-    state, is_jax = _read(source)
-    return load_vit_state(model, state, is_jax, strict)
-
-
-def load_vit_state(model, state, is_jax=False, strict=True):
-    """:func:`load_vit` on an already-read ``{key: array}`` state (``is_jax``: already
-    rearranged from a Google ``.npz``)."""
     encoder = getattr(model, "encoder", model)
-    if not model.built:
-        model.build((None, None, None, 3))
-    state, targets, report = bind_encoder(encoder, state, is_jax)
-    info = report.info
-    model_desc, ckpt_desc = info.pop("model_desc"), info.pop("ckpt_desc")
-    report.unexpected = sorted(k for k in state if k not in targets)
-    report.missing = sorted(k for k in targets if k not in state)
-    pairs = check_shapes(
-        [targets[k] for k in targets if k in state], state,
-        hint=lambda *_: f"another architecture (checkpoint: {ckpt_desc}; model: {model_desc})",
-    )
-    if strict and (report.unexpected or report.missing):
-        raise ValueError(
-            f"checkpoint does not match the ViT encoder: {len(report.unexpected)} unexpected keys "
-            f"{report.unexpected[:4]}, {len(report.missing)} missing keys {report.missing[:4]}. "
-            f"Checkpoint: {ckpt_desc}; model: {model_desc}. Pass strict=False to load the matching keys."
-        )
-    assign_all(pairs)
-    report.loaded = [t.key for t, _ in pairs]
-    assigned = {id(t.variable) for t, _ in pairs}
-    report.untouched = [w.path for w in model.weights if id(w) not in assigned]
+    binding = bind_encoder(encoder, read_state_dict(source))
     if encoder is not model:
-        report.notes.append("encoder loaded; decode heads left at initialisation")
-    return report
+        binding.notes.append("encoder loaded; decode heads left at initialisation")
+    return apply_binding(model, binding, strict)
