@@ -35,6 +35,14 @@ def depthwise_kernel(array):
     return np.transpose(array, (2, 3, 0, 1))
 
 
+def to_torch_layout(targets):
+    """``{key: np.ndarray}`` of the targets' variables in PyTorch layouts: the inverse of
+    binding (loading the result into a fresh model of the same variant reproduces it)."""
+    inverse = {linear_kernel: lambda a: a.T, conv_kernel: lambda a: np.transpose(a, (3, 2, 0, 1)),
+               depthwise_kernel: lambda a: np.transpose(a, (2, 3, 0, 1))}
+    return {t.key: inverse.get(t.transform, identity)(np.asarray(t.variable.numpy())) for t in targets.values()}
+
+
 # --------------------------------------------------------------------------- assigning
 
 

@@ -38,8 +38,7 @@ from kseg.convert.hf_maskformer import (
     TRANSFORMER_PREFIX,
     bind_heads,
 )
-from kseg.convert.io import read_state_dict
-from kseg.convert.loader import apply_binding
+from kseg.convert.loader import load
 
 D2_PIXEL_DECODER = "sem_seg_head.pixel_decoder."
 D2_PREDICTOR = "sem_seg_head.predictor."
@@ -152,18 +151,11 @@ def bind(model, state):
 
 
 def load_d2_maskformer(model, source, strict=True, skip_classifier=False):
-    """Loads an authors' detectron2 MaskFormer checkpoint into a kseg MaskFormer, in place.
+    """:func:`kseg.convert.load` of a detectron2 checkpoint (``.pkl`` / ``.pth``) into a kseg
+    ``MaskFormer`` of its configuration (e.g. ``maskformer_swin_l``, 150 classes, for
+    ``maskformer_swin_large_IN21k_384_bs16_160k_res640``)."""
+    from kseg.convert.maskformer import CONVERTER
 
-    Args:
-      model: a kseg ``MaskFormer`` of the same configuration (e.g. ``maskformer_swin_l``
-        with ``num_classes=150`` for ``maskformer_swin_large_IN21k_384_bs16_160k_res640``;
-        ``maskformer_r50`` for ``maskformer_R50_bs16_160k``).
-      source: ``.pkl`` (model zoo), ``.pth`` (training output) or a ``{key: array}`` mapping.
-      strict, skip_classifier: as :func:`kseg.convert.hf_maskformer.load_hf_maskformer`.
-    Returns: a :class:`~kseg.convert.common.LoadReport`.
-    Raises: ValueError (unexpected/missing keys when strict, shape mismatches naming the key,
-      transformer-encoder checkpoints). Nothing is assigned when it raises.
-    """
-    if not model.built:
-        model.build((None, None, None, 3))
-    return apply_binding(model, bind(model, read_state_dict(source)), strict, skip_classifier)
+    return load(model, source, CONVERTER, strict, skip_classifier)
+
+

@@ -39,8 +39,7 @@ from kseg.convert.common import (
     identity,
     norm_targets,
 )
-from kseg.convert.io import read_state_dict
-from kseg.convert.loader import Binding, apply_binding
+from kseg.convert.loader import Binding, load
 
 BACKBONE_PREFIX = "model.pixel_level_module.encoder."
 PIXEL_DECODER_PREFIX = "model.pixel_level_module.decoder."
@@ -137,22 +136,10 @@ def bind(model, state):
 
 
 def load_hf_maskformer(model, source, strict=True, skip_classifier=False):
-    """Loads a HF ``MaskFormerForInstanceSegmentation`` checkpoint into a kseg MaskFormer, in place.
+    """:func:`kseg.convert.load` of a transformers checkpoint into a kseg ``MaskFormer`` of its
+    configuration (``skip_classifier``: ``class_predictor``)."""
+    from kseg.convert.maskformer import CONVERTER
 
-    Args:
-      model: a kseg ``MaskFormer`` (built here if needed) whose backbone, widths, query
-        count and decoder depth match the checkpoint (e.g. ``maskformer_swin_b`` for
-        ``facebook/maskformer-swin-base-ade`` with ``num_classes=150``).
-      source: a HF model folder, one ``.safetensors`` / ``.bin`` file, or a mapping of key ->
-        numpy array / torch tensor (``hf_model.state_dict()``), layout (a) or (b).
-      strict: raise on keys that map to nothing or model variables the checkpoint lacks
-        (the Swin stage norms an ImageNet backbone lacks excepted).
-      skip_classifier: leave ``class_predictor`` at initialisation (fine-tuning on another
-        label set; ``num_classes`` may then differ from the checkpoint's).
-    Returns: a :class:`~kseg.convert.common.LoadReport`.
-    Raises: ValueError (unexpected/missing keys when strict; a ShapeMismatchError naming the
-      key and both shapes for another variant or class count). Nothing is assigned then.
-    """
-    if not model.built:
-        model.build((None, None, None, 3))
-    return apply_binding(model, bind(model, read_state_dict(source)), strict, skip_classifier)
+    return load(model, source, CONVERTER, strict, skip_classifier)
+
+

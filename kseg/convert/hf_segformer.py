@@ -51,8 +51,7 @@ from kseg.convert.common import (
     depthwise_kernel,
     norm_targets,
 )
-from kseg.convert.io import read_state_dict
-from kseg.convert.loader import Binding, Converter, apply_binding, register_converter
+from kseg.convert.loader import Binding, Converter, load, register_converter
 
 # (original Hub fragment, transformers 5.x fragment); "{i}" is a stage index. A fragment
 # matches at the start of a key or right after a dot.
@@ -161,7 +160,10 @@ def describe_checkpoint(state):
         "variants": [f"segformer_{n}" for n in backbones],
         "config": {"backbone": backbones[0]} if backbones else {},
     }
-    if info["decoder_dim"] is not None and backbones:
+    widths = [n for n, a in MIT_VARIANTS.items() if list(a["hidden_sizes"]) == hidden_sizes]
+    if not backbones and widths and all(depths):  # a variant's widths at other depths (tiny configs)
+        info["config"] = {"backbone": widths[0], "depths": depths}
+    if info["decoder_dim"] is not None and info["config"]:
         info["config"]["decoder_dim"] = info["decoder_dim"]
     info["summary"] = _describe_ckpt(info)
     return info
@@ -269,28 +271,10 @@ def bind(model, state):
 
 
 def load_hf_segformer(model, source, strict=True, skip_classifier=False):
-    """Loads a Hugging Face SegFormer checkpoint into a kseg SegFormer (or bare MiT), in place.
-
-    Args:
-      model: a kseg ``SegFormer`` (``kseg.build_model("segformer_mit_b*", num_classes=K)``;
-        built if it is not yet) or a bare ``kseg.backbones.MiT`` encoder.
-      source: a HF model folder, one ``.safetensors`` / ``.bin`` / ``.pt`` file, or a mapping
-        of key -> numpy array or torch tensor, in either layout of the module docstring.
-      strict: raise on checkpoint keys that map to nothing and model keys absent from the
-        checkpoint (decode-head keys of an encoder-only checkpoint are never missing).
-      skip_classifier: leave ``decode_head.classifier`` at initialisation (fine-tuning on a
-        new label set; the model's ``num_classes`` may then differ from the checkpoint's).
-    Returns: :class:`~kseg.convert.common.LoadReport`; ``info`` holds
-      :func:`describe_checkpoint` facts and ``encoder_only`` / ``head_loaded``.
-    Raises: ValueError (a ``ShapeMismatchError`` for a shape that differs, naming the key,
-      both shapes and the likely cause: another variant / ``--variant``, or another class
-      count / ``--num-classes`` / ``skip_classifier``); with ``strict``, unknown or missing
-      keys. Nothing is assigned when it raises. FileNotFoundError / ImportError: see
-      :func:`kseg.convert.io.read_state_dict`.
-    """
-    if not model.built:
-        model.build((None, None, None, 3))
-    return apply_binding(model, bind(model, read_state_dict(source)), strict, skip_classifier)
+    """:func:`kseg.convert.load` into a kseg ``SegFormer`` or bare ``MiT`` (``skip_classifier``:
+    ``decode_head.classifier``); ``report.info`` holds :func:`describe_checkpoint` facts and
+    ``encoder_only`` / ``head_loaded``."""
+    return load(model, source, CONVERTER, strict, skip_classifier)
 
 
 def detect(state):

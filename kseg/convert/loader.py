@@ -147,7 +147,6 @@ class Converter:
         keyword arguments the checkpoint implies: backbone, widths, position grid, epsilons,
         normalisation...).
       detect: ``detect(state) -> bool``.
-      read: ``read(source) -> state`` (default :func:`kseg.convert.io.read_state_dict`).
       layouts: the layouts it reads, for help texts.
     """
 
@@ -155,7 +154,6 @@ class Converter:
     bind: Callable
     describe: Callable
     detect: Callable
-    read: Callable = read_state_dict
     layouts: str = ""
 
 
@@ -205,18 +203,19 @@ def load(model, source, converter=None, strict=True, skip_classifier=False):
         :func:`converter_for` ``(model)``; source: a path / folder / ``{key: array}``.
       strict, skip_classifier: see :func:`apply_binding`.
     Returns: :class:`~kseg.convert.common.LoadReport`.
+    Raises: FileNotFoundError / ImportError / ValueError when the source cannot be read
+      (:func:`kseg.convert.io.read_state_dict`); ValueError from the converter for a checkpoint
+      of another structure (decoder kind, cascade vs Shrunk), naming the variant to build;
+      ShapeMismatchError naming the key, both shapes and the likely cause (another variant or
+      class count); ValueError for unexpected / missing keys when strict. Nothing is
+      assigned when it raises.
     """
     converter = converter or converter_for(model)
     if not model.built:
         model.build((None, None, None, 3))
-    return apply_binding(model, converter.bind(model, converter.read(source)), strict, skip_classifier)
+    return apply_binding(model, converter.bind(model, read_state_dict(source)), strict, skip_classifier)
 
 
 def strip_module(state):
     """``state`` without a leading DDP ``module.`` on its keys."""
     return {re.sub(r"^module\.", "", k): v for k, v in state.items()}
-
-
-def first_match(pattern, keys) -> re.Match | None:
-    """The first regex match of ``pattern`` over ``keys`` (or None)."""
-    return next((m for k in keys if (m := re.match(pattern, k))), None)

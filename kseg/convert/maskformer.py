@@ -76,6 +76,9 @@ def describe_checkpoint(state):
             "num_classes": None if cls is None else shape(cls, 0) - 1}
     config = {k: info[k] for k in ("backbone", "num_queries", "hidden_size", "decoder_layers", "ffn_dim",
                                    "fpn_feature_size", "mask_feature_size") if info[k] is not None}
+    if name is None and arch.get("num_heads"):  # a Swin of no listed size (tiny configs)
+        config["backbone"] = "swin_t"
+        config["backbone_kwargs"] = {k: arch[k] for k in ("embed_dim", "depths", "num_heads", "window_size")}
     imagenet = {"pixel_mean": d2_maskformer.IMAGENET_MEAN, "pixel_std": d2_maskformer.IMAGENET_STD}
     for key, value in stats.items():
         if not np.allclose(value, imagenet[key], atol=1e-3):

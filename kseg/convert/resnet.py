@@ -26,10 +26,10 @@ import numpy as np
 
 from kseg.convert.common import (
     batchnorm_targets,
-    conv_kernel,
     conv_targets,
     norm_targets,
     strip_prefixes,
+    to_torch_layout,
 )
 from kseg.convert.io import read_d2_pickle, read_state_dict
 from kseg.convert.loader import Binding, apply_binding
@@ -121,12 +121,8 @@ def backbone_targets(backbone):
 
 
 def export_state(backbone):
-    """The backbone as a detectron2-layout ``{key: np.ndarray}`` (inverse of :func:`load_resnet`)."""
-    out = {}
-    for key, target in backbone_targets(backbone).items():
-        value = np.asarray(target.variable.numpy())
-        out[key] = np.transpose(value, (3, 2, 0, 1)) if target.transform is conv_kernel else value
-    return out
+    """The backbone as an detectron2-layout ``{key: np.ndarray}`` in PyTorch shapes (inverse of loading)."""
+    return to_torch_layout(backbone_targets(backbone))
 
 
 def describe_checkpoint(state):
@@ -159,19 +155,9 @@ def bind(backbone, state, prefix=None):
 
 
 def load_resnet(backbone, source, prefix=None, strict=True):
-    """Loads a ResNet checkpoint (detectron2 / torchvision / transformers) into a kseg ``ResNet``.
-
-    Args:
-      backbone: a kseg ``ResNet`` (built here if needed) or a model with a ``backbone`` one.
-      source: folder / file (incl. detectron2 ``.pkl``) / ``{key: array or tensor}``.
-      prefix: load only keys under this prefix (e.g. :data:`HF_MASKFORMER_PREFIX`,
-        ``"backbone."``); other keys are ignored. ``None`` (default) detects whole HF /
-        official MaskFormer checkpoints (``kseg.convert.swin.auto_prefix``); ``""`` takes all.
-      strict: raise on unexpected or missing keys.
-    Returns: :class:`~kseg.convert.common.LoadReport` (``info``: checkpoint architecture).
-    Raises: ShapeMismatchError (ValueError) naming key and shapes for another depth, stem
-      or width; ValueError for unexpected/missing keys when strict. Nothing is assigned then.
-    """
+    """Loads a detectron2 / torchvision / transformers ResNet checkpoint into a kseg ``ResNet``
+    (or a model's ``backbone``), in place; ``prefix`` as :func:`kseg.convert.swin.load_swin`.
+    Raises as :func:`kseg.convert.loader.apply_binding`."""
     backbone = getattr(backbone, "backbone", backbone)
     if not backbone.built:
         backbone.build((None, None, None, 3))

@@ -3,7 +3,7 @@
 Accepted layouts (recognised from the keys; a leading ``module.`` is stripped):
 
 - **Authors'** (github.com/rstrudel/segmenter, ``checkpoint.pth`` with the weights under
-  ``"model"``, unwrapped by :func:`kseg.convert.common.read_state_dict`), names verified in
+  ``"model"``, unwrapped by :func:`kseg.convert.io.read_state_dict`), names verified in
   ``segm/model/{vit,blocks,decoder}.py``:
   ``encoder.*`` = a timm-style ViT (``patch_embed.proj``, ``cls_token``, [``dist_token``],
   ``pos_embed``, ``blocks.{i}.{norm1,attn.qkv,attn.proj,norm2,mlp.fc1,mlp.fc2}``, ``norm``;
@@ -52,11 +52,10 @@ from kseg.convert.common import (
     identity,
     norm_targets,
 )
-from kseg.convert.io import read_state_dict
 from kseg.convert.loader import (
     Binding,
     Converter,
-    apply_binding,
+    load,
     register_converter,
     strip_module,
 )
@@ -223,26 +222,10 @@ def bind(model, state):
 
 
 def load_segmenter(model, source, strict=True, skip_classifier=False):
-    """Loads a Segmenter (or bare ViT) checkpoint into a kseg ``Segmenter``, in place.
-
-    Args:
-      model: a ``kseg.models.Segmenter`` (built first if needed) of the checkpoint's
-        architecture: encoder width/depth/patch, decoder kind (linear / mask), decoder layers,
-        number of classes.
-      source: a ``.pth`` / ``.safetensors`` / folder / ``.npz`` path or ``{key: array or tensor}``
-        mapping in a layout of the module docstring.
-      strict: raise on checkpoint keys that map to nothing or model keys it lacks.
-      skip_classifier: leave the class-count dependent weights (linear ``head``; mask
-        ``cls_emb`` and ``mask_norm``) at initialisation, e.g. to fine-tune on other classes.
-    Returns: :class:`LoadReport` (``layout``; ``info["checkpoint"]``: :func:`describe_checkpoint`).
-    Raises: ValueError: a decoder kind that differs from the model's; a
-      ``ShapeMismatchError`` naming the key, both shapes and the likely cause (another
-      variant or class count); with ``strict``, unexpected/missing keys. Nothing is assigned
-      when it raises.
-    """
-    if not model.built:
-        model.build((None, None, None, 3))
-    return apply_binding(model, bind(model, read_state_dict(source)), strict, skip_classifier)
+    """:func:`kseg.convert.load` into a kseg ``Segmenter`` (``skip_classifier``: the linear
+    ``head``; the mask decoder's ``cls_emb`` and ``mask_norm``). Raises ValueError for a checkpoint
+    of the other decoder kind, naming the variant to build."""
+    return load(model, source, CONVERTER, strict, skip_classifier)
 
 
 def detect(state):

@@ -1,7 +1,7 @@
 """SegViT checkpoints of the authors (github.com/zbwxp/SegVit, MMSegmentation 0.x) -> kseg ``SegViT``.
 
 The released ``.pth`` files hold ``{"state_dict": {...}, "meta": ..., "optimizer": ...}`` with
-mmseg key names (read by :func:`kseg.convert.common.read_state_dict`, which unwraps
+mmseg key names (read by :func:`kseg.convert.io.read_state_dict`, which unwraps
 ``state_dict``):
 
 Backbone (mmseg ``VisionTransformer`` / the authors' ``vit_shrink``; both have the same keys)::
@@ -52,11 +52,10 @@ from kseg.convert.common import (
     linear_kernel,
     norm_targets,
 )
-from kseg.convert.io import read_state_dict
 from kseg.convert.loader import (
     Binding,
     Converter,
-    apply_binding,
+    load,
     register_converter,
     strip_module,
 )
@@ -181,22 +180,9 @@ def bind(model, state):
 
 
 def load_segvit(model, source, strict=True):
-    """Loads an authors' SegViT checkpoint into a kseg ``SegViT`` (cascade or Shrunk), in place.
-
-    Args:
-      model: a ``kseg.models.SegViT`` (built first if needed) of the checkpoint's variant:
-        same backbone, ``shrunk`` flag, decoder width and number of classes.
-      source: a ``.pth`` path / folder / ``{key: array or tensor}`` mapping
-        (:func:`kseg.convert.io.read_state_dict`); a ``module.`` prefix is stripped.
-      strict: raise on unknown checkpoint keys or model variables the checkpoint lacks.
-    Returns: :class:`LoadReport` (notes say which grids were resampled).
-    Raises: ValueError (``ShapeMismatchError``) naming the key, both shapes and the likely cause
-      (another variant, class count, or cascade vs Shrunk); with ``strict``, unexpected/missing
-      keys. Nothing is assigned when it raises.
-    """
-    if not model.built:
-        model.build((None, None, None, 3))
-    return apply_binding(model, bind(model, read_state_dict(source)), strict)
+    """:func:`kseg.convert.load` into a kseg ``SegViT`` (no ``skip_classifier``: the class
+    embeddings feed every decoder layer). Raises ValueError for cascade vs Shrunk."""
+    return load(model, source, CONVERTER, strict)
 
 
 def detect(state):

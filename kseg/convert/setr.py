@@ -54,11 +54,10 @@ import numpy as np
 from kseg.backbones.normalization import IMAGENET_MEAN, IMAGENET_STD
 from kseg.convert import vit
 from kseg.convert.common import batchnorm_targets, conv_targets, norm_targets
-from kseg.convert.io import read_state_dict
 from kseg.convert.loader import (
     Binding,
     Converter,
-    apply_binding,
+    load,
     register_converter,
     strip_module,
 )
@@ -294,25 +293,9 @@ def bind(model, state):
 
 
 def load_setr(model, source, strict=True, skip_classifier=False):
-    """Loads a SETR (or bare ViT) checkpoint into a kseg ``SETR``, in place.
-
-    Args:
-      model: a ``kseg.models.SETR`` (built first if needed) of the checkpoint's architecture:
-        encoder width/depth, decoder (naive / pup / mla), head widths, classes.
-      source: a ``.pth`` / ``.safetensors`` / folder / ``.npz`` path or ``{key: array or tensor}``
-        mapping in a layout of the module docstring. A bare ViT (timm / HF / Google ``.npz`` /
-        mmseg backbone) loads the encoder only, heads left at initialisation.
-      strict: raise on checkpoint keys that map to nothing or model keys it lacks.
-      skip_classifier: leave the class-dependent classifiers (main and auxiliary) at
-        initialisation (fine-tuning on another label set).
-    Returns: :class:`LoadReport` (``info["checkpoint"]``: :func:`describe_checkpoint`).
-    Raises: ValueError for a decoder kind that differs from the model's; a
-      ``ShapeMismatchError`` naming key, shapes and likely cause; with ``strict``,
-      unexpected/missing keys. Nothing is assigned when it raises.
-    """
-    if not model.built:
-        model.build((None, None, None, 3))
-    return apply_binding(model, bind(model, read_state_dict(source)), strict, skip_classifier)
+    """:func:`kseg.convert.load` into a kseg ``SETR`` (``skip_classifier``: the main and auxiliary
+    classifiers). Raises ValueError for a checkpoint of another decoder, naming the variant."""
+    return load(model, source, CONVERTER, strict, skip_classifier)
 
 
 def detect(state):

@@ -40,9 +40,9 @@ from kseg.convert.common import (
     Target,
     conv_kernel,
     dense_targets,
-    linear_kernel,
     norm_targets,
     strip_prefixes,
+    to_torch_layout,
 )
 from kseg.convert.io import read_state_dict
 from kseg.convert.loader import Binding, apply_binding
@@ -174,21 +174,8 @@ def backbone_targets(backbone):
 
 
 def export_state(backbone):
-    """The backbone's weights as an official-layout ``{key: np.ndarray}`` (PyTorch shapes).
-
-    The inverse of :func:`load_swin`: loading the result into a fresh backbone of the same
-    variant reproduces it exactly (used by the round-trip tests and to hand weights back
-    to PyTorch).
-    """
-    out = {}
-    for key, target in backbone_targets(backbone).items():
-        value = np.asarray(target.variable.numpy())
-        if target.transform is linear_kernel:
-            value = value.T
-        elif target.transform is conv_kernel:
-            value = np.transpose(value, (3, 2, 0, 1))
-        out[key] = value
-    return out
+    """The backbone as an official-layout ``{key: np.ndarray}`` in PyTorch shapes (inverse of loading)."""
+    return to_torch_layout(backbone_targets(backbone))
 
 
 def describe_checkpoint(state):
@@ -234,23 +221,14 @@ def bind(backbone, state, prefix=None):
 
 
 def load_swin(backbone, source, prefix=None, strict=True):
-    """Loads a Swin checkpoint (any layout of the module docstring) into a kseg backbone, in place.
+    """Loads a Swin checkpoint (any layout of the module docstring) into a kseg
+    ``SwinTransformer`` (or a model's ``backbone``), in place.
 
-    Args:
-      backbone: a kseg ``SwinTransformer`` (built here if needed), or a model whose
-        ``backbone`` attribute is one.
-      source: folder / file (``.pkl`` included) / ``{key: array or tensor}``.
-      prefix: load only keys under this prefix (stripped first), e.g.
-        :data:`HF_MASKFORMER_PREFIX` for a HF MaskFormer checkpoint or ``"backbone."`` for
-        an official MaskFormer one; other keys are ignored, not reported. ``None``
-        (default) detects those two cases (:func:`auto_prefix`); ``""`` takes every key.
-      strict: raise on unexpected keys, or on missing keys other than the stage norms
-        ``norm0..3`` (absent from ImageNet checkpoints by design).
-    Returns: :class:`~kseg.convert.common.LoadReport` (``info``: the checkpoint architecture).
-    Raises: ShapeMismatchError (a ValueError) naming the key and shapes for another variant
-      (width, heads, window size); ValueError for unexpected/missing keys when strict, an
-      empty prefix selection, or a checkpoint no key of which matches. Nothing is assigned
-      when it raises.
+    ``prefix``: load only the keys under it, e.g. :data:`HF_MASKFORMER_PREFIX` or
+    ``"backbone."``; ``None`` detects whole MaskFormer checkpoints (:func:`auto_prefix`), ``""``
+    takes every key. ``strict`` allows the stage norms ``norm0..3`` to be missing (ImageNet
+    weights have none). Raises as :func:`kseg.convert.loader.apply_binding`, and ValueError
+    for an empty prefix selection.
     """
     backbone = getattr(backbone, "backbone", backbone)
     if not backbone.built:

@@ -296,11 +296,6 @@ def bind_encoder(encoder, state):
     return b
 
 
-def read_vit_checkpoint(source):
-    """:func:`kseg.convert.io.read_state_dict` (Google ``.npz`` included), kept for callers."""
-    return read_state_dict(source)
-
-
 def load_vit(model, source, strict=True):
     """Loads a timm / HF / Google / mmseg ViT or DeiT checkpoint into a kseg ``ViT``, in place.
 
