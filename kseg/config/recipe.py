@@ -31,7 +31,7 @@ class ModelConfig:
     num_classes: int = 150
     drop_path_rate: Optional[float] = None  # None: the variant's default (SegFormer 0.1)
     dropout: Optional[float] = None  # classifier dropout; None: the variant's default
-    pretrained: Optional[str] = None  # .weights.h5 of a whole model or of its encoder
+    pretrained: Optional[str] = None  # a preset, Hub id, URL or checkpoint (kseg.from_pretrained), or a .weights.h5
     ignore_index: int = 255
     # Per-class cross-entropy weights (K values), e.g. median-frequency balancing; None: 1.
     class_weight: Optional[Tuple[float, ...]] = None

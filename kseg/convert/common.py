@@ -112,8 +112,11 @@ def check_shapes(targets, state, hint=None):
     """
     pairs, bad = [], []
     for t in targets:
-        raw = state[t.key]
-        array = t.transform(raw)
+        raw = np.asarray(state[t.key])
+        try:
+            array = t.transform(raw)
+        except ValueError:  # a layout transpose of an array of another rank
+            array = raw
         want = tuple(t.variable.shape)
         if tuple(array.shape) != want:
             bad.append((t, raw, array))

@@ -182,12 +182,13 @@ def get_converter(family):
 
 
 def converter_for(model):
-    """The converter of ``model``'s family: the first class in its MRO whose lower-case name
-    is a registered family. Raises KeyError when there is none."""
-    for cls in type(model).__mro__:
+    """The converter of ``model``'s family (a model or a model class): the first class in its
+    MRO whose lower-case name is a registered family. Raises KeyError when there is none."""
+    model_cls = model if isinstance(model, type) else type(model)
+    for cls in model_cls.__mro__:
         if cls.__name__.lower() in _CONVERTERS:
             return _CONVERTERS[cls.__name__.lower()]
-    return get_converter(type(model).__name__.lower())
+    return get_converter(model_cls.__name__.lower())
 
 
 def detect_family(state):

@@ -44,7 +44,9 @@ added), then bound by walking the model (``model.mla_neck.reduce[i]``,
 
 Settings that travel with every authors' and mmseg SETR checkpoint (:func:`describe_checkpoint`
 ``config``): the ImageNet mean/std (``img_norm_cfg`` of every dataset config; kseg's ViT
-default is Google's 127.5 / 127.5), the position grid of the training crop, the head width.
+default is Google's 127.5 / 127.5), the position grid of the training crop, the head width,
+bilinear position resampling (the authors' ``pos_embed_interp``, mmseg's
+``interpolate_mode='bilinear'`` in ``_base_/models/setr_*.py``).
 """
 
 import re
@@ -109,7 +111,8 @@ def describe_checkpoint(state):
                               and not re.match(r"backbone\.(mla\.|norm_\d)", k)})[0]
     config = vit.backbone_config(vit.describe_checkpoint(enc))
     if kind:
-        config.update(decoder=kind, aux_heads=bool(aux), mean=list(IMAGENET_MEAN), std=list(IMAGENET_STD))
+        config.update(decoder=kind, aux_heads=bool(aux), mean=list(IMAGENET_MEAN), std=list(IMAGENET_STD),
+                      pos_embed_interpolation="bilinear")
         width = state.get("decode_head.conv_0.weight", state.get("decode_head.up_convs.0.0.conv.weight"))
         if kind != "mla" and width is not None:
             config["channels"] = int(np.shape(width)[0])

@@ -40,7 +40,7 @@ def parse_args(argv=None):
                                 description=__doc__.split("\n\n")[1],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--recipe", required=True)
-    p.add_argument("--checkpoint", required=True, help=".weights.h5 written by kseg.train")
+    p.add_argument("--checkpoint", help=".weights.h5 written by kseg.train (default: the recipe's model.pretrained)")
     p.add_argument("--output", required=True,
                    help="SavedModel folder, or .tflite file (the sidecar .json goes beside it)")
     p.add_argument("--spec", help="export spec YAML (export/*.yaml); flags override it")
@@ -139,7 +139,7 @@ def export_tflite_cli(args, settings, recipe, model, classes, palette):
                             "meaning": "class scores at the model's native stride"}},
         signature=tflite.SIGNATURE, quantize=quantize, float_ops=list(settings["float_ops"]),
         threads=settings["threads"], size_bytes=len(content), ops=ops,
-        checkpoint=os.path.abspath(args.checkpoint))
+        checkpoint=os.path.abspath(args.checkpoint) if args.checkpoint else recipe.model.pretrained)
     result = {"images": 0}
     if settings["verify_images"] > 0:
         samples = verify.val_samples(recipe, settings["verify_images"])
@@ -176,7 +176,7 @@ def export_saved_model_cli(args, settings, recipe, model, classes, palette):
                                    "dtype": "float32"}},
         signature=saved_model.SIGNATURE,
         inference={k: (list(v) if isinstance(v, tuple) else v) for k, v in inference.items()},
-        checkpoint=os.path.abspath(args.checkpoint))
+        checkpoint=os.path.abspath(args.checkpoint) if args.checkpoint else recipe.model.pretrained)
     result = {"images": 0}
     if settings["verify_images"] > 0:
         samples = verify.val_samples(recipe, settings["verify_images"])
@@ -212,9 +212,10 @@ def main(argv=None):
     except (SpecError, RecipeError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    if not os.path.isfile(args.checkpoint):
+    if not (args.checkpoint or recipe.model.pretrained) or args.checkpoint and not os.path.isfile(args.checkpoint):
         print(f"error: checkpoint {args.checkpoint} does not exist; pass the .weights.h5 "
-              "written by kseg.train (e.g. work_dirs/<recipe>/best.weights.h5)", file=sys.stderr)
+              "written by kseg.train (e.g. work_dirs/<recipe>/best.weights.h5), or set the recipe's "
+              "model.pretrained to a preset / checkpoint", file=sys.stderr)
         return 2
     if args.benchmark:
         import tensorflow as tf
@@ -230,7 +231,7 @@ def main(argv=None):
     try:
         _check_data(recipe, settings)  # fail before the (minutes long) conversion
         model = build_from_recipe(recipe, checkpoint=args.checkpoint)
-        classes, palette = class_metadata(recipe)
+        classes, palette = class_metadata(recipe, model if not args.checkpoint else None)
         run = export_tflite_cli if settings["format"] == "tflite" else export_saved_model_cli
         result = run(args, settings, recipe, model, classes, palette)
     except (UnsupportedOpError, FileNotFoundError, KeyError, ValueError) as e:

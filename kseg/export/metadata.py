@@ -40,18 +40,24 @@ def sidecar_path(artifact: str) -> str:
     return os.path.join(artifact, "assets.extra", "kseg.json")
 
 
-def class_metadata(recipe) -> tuple:
-    """(class names [K], uint8 palette [K, 3]) of ``recipe.data``'s dataset.
+def class_metadata(recipe, model=None) -> tuple:
+    """(class names [K], uint8 palette [K, 3]) of the exported model.
 
-    Lists the dataset's val split when it is on disk; otherwise (exporting on a machine
-    without the data) falls back to the built-in tables of CamVid / ADE20K, then to
-    ``"class_0".."class_{K-1}"`` with a generated palette, and logs a warning.
+    A model made from pretrained weights (``kseg.from_pretrained``, a recipe's
+    ``model.pretrained`` without a training checkpoint) carries its classes and palette in
+    ``model.pretrained_info``: they are used when their count is the model's, no dataset
+    needed. Otherwise the classes of ``recipe.data``'s dataset: its val split when it is on
+    disk, else (exporting on a machine without the data) the built-in tables of CamVid /
+    ADE20K, then ``"class_0".."class_{K-1}"`` with a generated palette, and a warning.
 
     Raises:
       ValueError: the dataset has a class count other than ``recipe.model.num_classes``.
     """
     from kseg.data import palettes
 
+    info = getattr(model, "pretrained_info", None) or {}
+    if info.get("classes") and len(info["classes"]) == int(getattr(model, "num_classes", -1)):
+        return list(info["classes"]), np.asarray(info["palette"], np.uint8)
     k = int(recipe.model.num_classes)
     data = recipe.data
     names = palette = None

@@ -42,40 +42,62 @@ def build_model(variant, num_classes, input_shape=(None, None, 3), **overrides):
     return model
 
 
-def build_from_recipe(recipe, checkpoint=None):
+def build_from_recipe(recipe, checkpoint=None, log=print):
     """Builds ``recipe.model`` (variant, num_classes, drop_path_rate/dropout overrides).
 
-    With ``checkpoint`` (a ``.weights.h5`` written by training) its weights are loaded;
-    otherwise ``recipe.model.pretrained`` is loaded if set (see :func:`load_pretrained`).
-    Raises: ValueError when the checkpoint belongs to another variant or class count.
+    With ``checkpoint`` (a ``.weights.h5`` written by training) its weights are loaded.
+    Otherwise ``recipe.model.pretrained``, when set, names the starting weights: a
+    ``.weights.h5`` of this variant, or anything ``kseg.from_pretrained`` takes (a preset, a
+    Hub id, a URL, a checkpoint file or folder of any family's layout); the model is then
+    built with the settings those weights need (position grid, normalisation, ...) and a
+    classifier for ``num_classes`` (new when the class count differs).
+    Raises: ValueError when a checkpoint belongs to another variant or class count;
+      see :func:`load_pretrained` for pretrained sources.
     """
     cfg = recipe.model
     overrides = {k: getattr(cfg, k) for k in ("drop_path_rate", "dropout") if getattr(cfg, k) is not None}
+    if cfg.pretrained and not checkpoint and not str(cfg.pretrained).endswith(".weights.h5"):
+        from kseg.pretrained import from_pretrained
+
+        return from_pretrained(cfg.pretrained, num_classes=cfg.num_classes, variant=cfg.name, log=log, **overrides)
+    if checkpoint and cfg.pretrained and not str(cfg.pretrained).endswith(".weights.h5"):
+        from kseg.pretrained.api import cached_config
+
+        # Fine-tuned from pretrained weights: the same settings as in training (position grid,
+        # epsilons, normalisation), as their cached conversion recorded them.
+        overrides = {**(cached_config(cfg.pretrained, cfg.name) or {}), **overrides}
     model = build_model(cfg.name, num_classes=cfg.num_classes, **overrides)
     if checkpoint:
         load_checkpoint(model, checkpoint)
     elif cfg.pretrained:
-        load_pretrained(model, cfg.pretrained)
+        load_checkpoint(model, cfg.pretrained)
     return model
 
 
-def load_pretrained(model, path):
-    """Loads a ``.weights.h5`` of this variant, or (SegFormer) a HF checkpoint whose
-    classifier may differ (it is then left at initialisation, for fine-tuning).
+def load_pretrained(model, source, strict=False, log=print):
+    """Loads pretrained weights into a built ``model``, in place.
 
-    Raises: FileNotFoundError for a missing path; ValueError when the checkpoint belongs
-    to another variant (the message names the variable and both shapes).
+    Args:
+      source: a ``.weights.h5`` of this variant (loaded as is), or anything
+        ``kseg.from_pretrained`` takes: the checkpoint is converted for this model's variant
+        and every weight whose shape fits is copied (a classifier of another class count is
+        left initialised, and reported).
+    Returns: ``(loaded, left_initialised)`` variable paths (for a ``.weights.h5``: all, none).
+    Raises: FileNotFoundError for a missing path; ValueError for weights of another
+      architecture; the errors of ``kseg.from_pretrained``.
     """
-    import os
+    if str(source).endswith(".weights.h5"):
+        load_checkpoint(model, source)
+        return [w.path for w in model.weights], []
+    from kseg.pretrained import from_pretrained, transfer_weights
 
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"model.pretrained: {path} does not exist")
-    if path.endswith(".weights.h5"):
-        load_checkpoint(model, path)
-        return
-    from kseg.convert import load_hf_segformer
-
-    load_hf_segformer(model, path, strict=False, skip_classifier=True)
+    pretrained = from_pretrained(source, variant=getattr(model, "variant", None), strict=strict, log=log)
+    info = pretrained.pretrained_info
+    loaded, left = transfer_weights(pretrained, model, skip=info["untouched"])
+    if left:
+        log(f"kseg: {len(left)} variables of {model.name} left initialised (not in {source} or another shape): "
+            f"{', '.join(left[:4])}{' ...' if len(left) > 4 else ''}")
+    return loaded, left
 
 
 def load_checkpoint(model, path):

@@ -74,6 +74,21 @@ class Segmentor(keras.Model):
             raise KeyError(f"variant {name!r} belongs to {model_cls.__name__}, not {cls.__name__}")
         return model_cls(num_classes=num_classes, variant=name, **{**kwargs, **overrides})
 
+    @classmethod
+    def from_pretrained(cls, name_or_path, num_classes=None, **kwargs):
+        """``kseg.from_pretrained`` restricted to this family (``SegFormer.from_pretrained(...)``).
+
+        Raises: TypeError when the weights build another family's model; see
+        :func:`kseg.pretrained.from_pretrained` for the rest.
+        """
+        from kseg.pretrained import from_pretrained
+
+        model = from_pretrained(name_or_path, num_classes=num_classes, **kwargs)
+        if not isinstance(model, cls):
+            raise TypeError(f"{name_or_path!r} holds a {type(model).__name__} ({model.variant}), not a {cls.__name__}; "
+                            f"use {type(model).__name__}.from_pretrained or kseg.from_pretrained")
+        return model
+
     def normalize(self, images):
         x = ops.cast(images, "float32")
         mean = ops.convert_to_tensor(self.pixel_mean, "float32")
