@@ -292,7 +292,7 @@ def bind_encoder(encoder, state):
     if not encoder.final_norm:
         for key in [k for k in state if k.startswith("norm.")]:
             state.pop(key)
-            b.skipped[origin.get(key, key)] = "final LayerNorm: the encoder is built without it (final_norm=False)"
+            b.skipped[key] = "final LayerNorm: the encoder is built without it (final_norm=False)"
     return b
 
 
