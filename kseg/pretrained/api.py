@@ -86,11 +86,11 @@ def _guess_variant(family, config):
 
 
 def _family(variant, state, source_name):
-    from kseg.convert import detect_family, get_converter
+    from kseg.convert import converter_for, detect_family, get_converter
     from kseg.models.registry import variant_spec
 
     if variant:
-        return get_converter(variant_spec(variant)[0].__name__.lower())
+        return converter_for(variant_spec(variant)[0])
     found = detect_family(state)
     if len(found) != 1:
         raise ValueError(
@@ -200,9 +200,13 @@ def cached_config(name_or_path, variant=None):
         source = sources.resolve(name_or_path)
     except ValueError:
         return None
-    entry = cache.read_saved(source.location) if source.kind == "local" else cache.read_entry(
-        _key(source, variant, {}))
+    entry = _cached(source, _key(source, variant, {}))
     return dict(entry[1]["config"]) if entry else None
+
+
+def _cached(source, key):
+    """A kseg ``.weights.h5`` with its sidecar given as the source, else the cached conversion."""
+    return (cache.read_saved(source.location) if source.kind == "local" else None) or cache.read_entry(key)
 
 
 def transfer_weights(src, dst, skip=()):
@@ -252,7 +256,7 @@ def from_pretrained(name_or_path, num_classes=None, variant=None, strict=False, 
     source = sources.resolve(name_or_path)
     arch = {k: v for k, v in overrides.items() if k not in WEIGHT_NEUTRAL}
     key = _key(source, variant, arch)
-    entry = cache.read_saved(source.location) if source.kind == "local" else cache.read_entry(key)
+    entry = _cached(source, key)
     if entry is None:
         model, meta, report = convert_checkpoint(source, variant, strict=strict, log=log, **arch)
         folder = cache.write_entry(key, model, meta)

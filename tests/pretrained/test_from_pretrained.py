@@ -189,6 +189,10 @@ def test_convert_cli_sidecar_round_trip_and_predict(home, tmp_path, seg_src, cap
     assert "norm_epsilon=1e-05" in out and "pos_embed_interpolation=bilinear" in out, out
     model = kseg.from_pretrained(str(dst))
     np.testing.assert_allclose(np.asarray(model(X)), np.asarray(src(X)), atol=1e-5)
+    kseg.from_pretrained(str(ckpt))  # a local checkpoint is converted once, then loaded from the cache
+    kseg.from_pretrained(str(ckpt))
+    out = messages(capsys)
+    assert out.count("kseg: converted") == 1 and "from the cache" in out, out
     Image.fromarray(X[0].astype("uint8")).save(tmp_path / "img.png")
     from kseg.predict import main as predict
 
