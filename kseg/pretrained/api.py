@@ -145,6 +145,11 @@ def convert_checkpoint(name_or_path, variant=None, num_classes=None, strict=Fals
         registered = variant_spec(variant)[1]
         derived = {k: v for k, v in derived.items() if not (k in _ARCH_KEYS and registered.get(k, v) != v)}
     variant = variant or preset.get("variant")
+    if preset.get("normalization"):
+        from kseg.backbones.normalization import NORMALIZATIONS
+
+        mean, std = NORMALIZATIONS[preset["normalization"]]
+        derived.update(mean=list(mean), std=list(std))
     config = {**derived, **preset.get("config", {}), **overrides}
     variant = variant or _guess_variant(converter.family, config)
     ckpt_classes = info.get("num_classes")

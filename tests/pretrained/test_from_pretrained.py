@@ -153,13 +153,14 @@ def test_recipe_pretrained_for_every_family(home, tmp_path, capsys):
 
 
 def test_presets_are_complete_data():
+    from kseg.backbones.normalization import NORMALIZATIONS
     from kseg.models import list_variants
 
     assert len(PRESETS) >= 70
     for name, p in PRESETS.items():
         assert p["variant"] in list_variants(), name
         assert p["source"].startswith(("hf:", "https://")), name
-        assert p["ref"] and len(p["crop_size"]) == 2, name
+        assert p["ref"] and len(p["crop_size"]) == 2 and p["normalization"] in NORMALIZATIONS, name
         if p["dataset"]:
             names, palette = class_table(p["dataset"], {"pascal_context_60": 60, "pascal_context": 59,
                                                          "cityscapes": 19, "coco_stuff10k": 171}.get(p["dataset"], 150))
