@@ -18,6 +18,7 @@ import numpy as np
 
 from kseg.pretrained import cache, sources
 from kseg.pretrained.presets import PRESETS
+from kseg.utils.progress import phase
 
 ENCODER_ONLY_CLASSES = 150  # head size of the cached model of an encoder-only checkpoint (ADE20K)
 _ARCH_KEYS = ("backbone", "decoder", "shrunk")
@@ -128,7 +129,8 @@ def convert_checkpoint(name_or_path, variant=None, num_classes=None, strict=Fals
     source = sources.resolve(name_or_path) if not isinstance(name_or_path, sources.Source) else name_or_path
     path, sha, downloaded = sources.fetch(source, log=log)
     try:
-        state = read_state_dict(path)
+        with phase(f"reading {os.path.basename(os.path.normpath(path))}"):
+            state = read_state_dict(path)
     except Exception as err:
         if downloaded and source.kind == "url":  # ours, and unreadable: do not keep it
             for leftover in (path, path + ".sha256"):
@@ -158,12 +160,13 @@ def convert_checkpoint(name_or_path, variant=None, num_classes=None, strict=Fals
                          "keep the checkpoint's classes, or skip the classifier (--skip-classifier, "
                          f"skip_classifier=True) to load everything else and fine-tune a fresh {num_classes}-class one")
     num_classes = num_classes or ckpt_classes or ENCODER_ONLY_CLASSES
-    model = _build(variant, num_classes, config)
-    binding = converter.bind(model, state)
-    if skip_classifier and ckpt_classes and not binding.classifier:
-        raise ValueError(f"skipping the classifier is not supported for {converter.family}: its class-dependent "
-                         "weights are spread over the decoder; build the checkpoint's class count and fine-tune")
-    report = apply_binding(model, binding, strict=strict, skip_classifier=skip_classifier)
+    with phase(f"converting {source.name} to {variant}"):
+        model = _build(variant, num_classes, config)
+        binding = converter.bind(model, state)
+        if skip_classifier and ckpt_classes and not binding.classifier:
+            raise ValueError(f"skipping the classifier is not supported for {converter.family}: its class-dependent "
+                             "weights are spread over the decoder; build the checkpoint's class count and fine-tune")
+        report = apply_binding(model, binding, strict=strict, skip_classifier=skip_classifier)
     if not report.loaded:
         raise ValueError(f"{source.name!r}: no key of the checkpoint fits {variant} ({report.layout}); "
                          f"first keys: {list(state)[:4]}")

@@ -27,6 +27,7 @@ import urllib.parse
 import urllib.request
 
 from kseg.pretrained.presets import PRESETS
+from kseg.utils.progress import ProgressTask
 
 _TRUE = ("1", "true", "yes", "on")
 _HASH_IN_NAME = re.compile(r"-([0-9a-f]{8,64})\.[A-Za-z0-9]+$")
@@ -162,10 +163,12 @@ def _stream(url, part, name):
     try:
         with urllib.request.urlopen(url, timeout=60) as response, open(part, "wb") as f:
             total = int(response.headers.get("Content-Length") or 0)
-            while chunk := response.read(1 << 20):
-                f.write(chunk)
-                digest.update(chunk)
-                size += len(chunk)
+            with ProgressTask(f"downloading {name}", round(total / 2**20) if total else None, "MiB") as bar:
+                while chunk := response.read(1 << 20):
+                    f.write(chunk)
+                    digest.update(chunk)
+                    size += len(chunk)
+                    bar.update(size // 2**20)
     except (OSError, http.client.HTTPException) as err:
         raise DownloadError(f"cannot download {url} for {name!r} ({type(err).__name__}: {err}); nothing was kept. "
                             "Check the network, or download the file yourself and pass its path") from err
