@@ -1,10 +1,15 @@
 """Evaluation over a split: one confusion matrix, mmseg's aAcc / mIoU / mAcc.
 
-Each image is predicted at its original size (``predict_logits`` with the recipe's
-``EvalConfig``: whole or slide, optional keep-ratio resize), arg-maxed, and its confusion
+Each image is labelled at its original size (``predict_labels`` with the recipe's
+``EvalConfig``: whole, slide or ms_flip, optional keep-ratio resize) and its confusion
 matrix added to one int64 [K, K] matrix for the whole split; the scores are computed once
 from that matrix (mmseg ``IoUMetric``: ``intersect_and_union`` summed, then
 ``total_area_to_metrics``).
+
+Throughput: one ``tf.function`` per model and settings, traced once for any image size
+(``input_signature`` with unknown batch, height and width), so a split of mixed sizes
+does not retrace; a ``tf.data.Dataset`` is prefetched, so decoding the next images
+overlaps the inference of the current one. The summary reports ``images_per_second``.
 """
 
 from __future__ import annotations
@@ -13,13 +18,14 @@ import json
 import math
 import os
 import re
+import time
 import weakref
-from typing import Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import tensorflow as tf
 
-from kseg.inference.predictor import MODES, predict_logits
+from kseg.inference.predictor import MODES, predict_labels, warn_if_slide_is_whole
 from kseg.metrics.confusion import confusion_matrix, summarize
 from kseg.utils.progress import ProgressTask
 
@@ -31,7 +37,8 @@ def _cfg(eval_cfg, key, default):
 
 
 def inference_kwargs(eval_cfg=None, logits_fn=None) -> dict:
-    """``predict_logits`` keyword arguments from an ``EvalConfig`` (or dict; None: whole).
+    """``predict_logits`` / ``predict_labels`` keyword arguments from an ``EvalConfig`` (or
+    dict; None: whole).
 
     Raises: ValueError for an unknown mode.
     """
@@ -39,16 +46,28 @@ def inference_kwargs(eval_cfg=None, logits_fn=None) -> dict:
     if mode not in MODES:
         raise ValueError(f"eval mode {mode!r} is not supported; valid: {', '.join(MODES)}")
     scale = _cfg(eval_cfg, "scale", None)
-    return dict(
-        mode=mode,
-        scale=None if scale is None else tuple(scale),
-        crop_size=tuple(_cfg(eval_cfg, "crop_size", (512, 512))),
-        stride=tuple(_cfg(eval_cfg, "stride", (341, 341))),
-        ms_ratios=tuple(_cfg(eval_cfg, "ms_ratios", (0.5, 0.75, 1.0, 1.25, 1.5, 1.75))),
-        ms_flip=bool(_cfg(eval_cfg, "ms_flip", True)),
-        ms_inner_mode=_cfg(eval_cfg, "ms_inner_mode", "whole"),
-        logits_fn=logits_fn,
-    )
+    return {
+        "mode": mode,
+        "scale": None if scale is None else tuple(scale),
+        "crop_size": tuple(_cfg(eval_cfg, "crop_size", (512, 512))),
+        "stride": tuple(_cfg(eval_cfg, "stride", (341, 341))),
+        "ms_ratios": tuple(_cfg(eval_cfg, "ms_ratios", (0.5, 0.75, 1.0, 1.25, 1.5, 1.75))),
+        "ms_flip": bool(_cfg(eval_cfg, "ms_flip", True)),
+        "ms_inner_mode": _cfg(eval_cfg, "ms_inner_mode", "whole"),
+        "logits_fn": logits_fn,
+    }
+
+
+def inference_settings(kwargs: dict) -> dict:
+    """The settings of :func:`inference_kwargs` as they go into an eval JSON: mode, scale,
+    crop_size, stride (slide), ms_ratios / ms_flip / ms_inner_mode (ms_flip); lists."""
+    out = {"mode": kwargs["mode"], "scale": None if kwargs["scale"] is None else list(kwargs["scale"])}
+    if kwargs["mode"] == "slide" or (kwargs["mode"] == "ms_flip" and kwargs["ms_inner_mode"] == "slide"):
+        out.update(crop_size=list(kwargs["crop_size"]), stride=list(kwargs["stride"]))
+    if kwargs["mode"] == "ms_flip":
+        out.update(ms_ratios=list(kwargs["ms_ratios"]), ms_flip=kwargs["ms_flip"],
+                   ms_inner_mode=kwargs["ms_inner_mode"])
+    return out
 
 
 def _split(element):
@@ -78,8 +97,7 @@ def _step_fn(model, k, ignore_index, kwargs):
             ]
         )
         def step(images, labels):
-            logits = predict_logits(model_ref(), images, **kwargs)
-            preds = tf.argmax(logits, axis=-1, output_type=tf.int32)
+            preds = predict_labels(model_ref(), images, **kwargs)
             return confusion_matrix(labels, preds, k, ignore_index), preds
 
         steps.clear()  # keep only the latest settings
@@ -102,12 +120,12 @@ def evaluate(
     dataset,
     num_classes: int,
     eval_cfg=None,
-    class_names: Optional[Sequence[str]] = None,
+    class_names: Sequence[str] | None = None,
     ignore_index: int = 255,
     progress: bool = True,
-    max_images: Optional[int] = None,
-    on_image: Optional[Callable] = None,
-    logits_fn: Optional[Callable] = None,
+    max_images: int | None = None,
+    on_image: Callable | None = None,
+    logits_fn: Callable | None = None,
 ) -> dict:
     """Scores ``model`` on a split.
 
@@ -119,8 +137,8 @@ def evaluate(
         ``ignore_index`` = not scored. B > 1 only when the images of a batch share one
         size (images are never padded).
       num_classes: K.
-      eval_cfg: ``kseg.config.EvalConfig`` (or a dict) with ``mode`` (whole | slide),
-        ``scale``, ``crop_size``, ``stride``; None: whole, original size.
+      eval_cfg: ``kseg.config.EvalConfig`` (or a dict) with ``mode`` (whole | slide |
+        ms_flip), ``scale``, ``crop_size``, ``stride``, ``ms_*``; None: whole, original size.
       class_names: K names for the per-class dicts and the table.
       ignore_index: label value skipped (255).
       progress: show the progress (counted in batches) with the running mIoU
@@ -133,11 +151,18 @@ def evaluate(
 
     Returns:
       ``summarize(cm, class_names)`` (aAcc, mIoU, mAcc in percent; per-class IoU / Acc)
-      plus ``confusion_matrix`` (nested list, int, rows = ground truth) and ``num_images``.
+      plus ``confusion_matrix`` (nested list, int, rows = ground truth), ``num_images``,
+      ``inference`` (the settings: mode, scale, crop_size / stride for slide, ms_* for
+      ms_flip), ``seconds`` (wall time of the loop, first tracing included) and
+      ``images_per_second``.
 
     Raises:
       ValueError: unknown mode, or a label outside [0, K) that is not ``ignore_index``
         (the message names the image number).
+
+    Warns:
+      UserWarning: slide inference whose window covers the whole (resized) first image
+        (slide then computes exactly whole).
     """
     k = int(num_classes)
     kwargs = inference_kwargs(eval_cfg, logits_fn)
@@ -146,7 +171,10 @@ def evaluate(
     total = np.zeros((k, k), np.int64)
     seen = 0
     target = _num_batches(dataset)
+    if isinstance(dataset, tf.data.Dataset):  # decode the next images during inference
+        dataset = dataset.prefetch(tf.data.AUTOTUNE)
     bar = ProgressTask("evaluating", target, "batches") if progress else None
+    start = time.perf_counter()
     for b, element in enumerate(dataset):
         if max_images is not None and seen >= max_images:
             break
@@ -158,6 +186,9 @@ def evaluate(
             labels = tf.squeeze(labels, axis=-1)
         if max_images is not None:
             images, labels = images[: max_images - seen], labels[: max_images - seen]
+        if b == 0:
+            warn_if_slide_is_whole(images.shape[1], images.shape[2], kwargs["mode"], kwargs["scale"],
+                                   kwargs["crop_size"], kwargs["ms_inner_mode"], kwargs["ms_ratios"], stacklevel=3)
         try:
             cm, preds = step(tf.cast(images, tf.float32), tf.cast(labels, tf.int32))
         except tf.errors.InvalidArgumentError as e:
@@ -182,8 +213,12 @@ def evaluate(
     summary = summarize(total, class_names)
     if bar is not None:
         bar.close()
+    seconds = time.perf_counter() - start
     summary["confusion_matrix"] = total.tolist()
     summary["num_images"] = seen
+    summary["inference"] = inference_settings(kwargs)
+    summary["seconds"] = round(seconds, 3)
+    summary["images_per_second"] = round(seen / seconds, 3) if seconds > 0 else None
     return summary
 
 

@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 from kseg.config.recipe import EvalConfig
-from kseg.inference import evaluate, predict_labels, save_results
+from kseg.inference import evaluate, predict_logits, save_results
 from kseg.metrics import summarize
 
 K = 4
@@ -36,7 +36,7 @@ def split():
 def reference_cm(m, items, **kwargs):
     cm = np.zeros((K, K), np.int64)
     for img, lab in items:
-        pred = predict_labels(m, img, **kwargs).numpy()
+        pred = tf.argmax(predict_logits(m, img, **kwargs), axis=-1).numpy()
         keep = lab != 255
         cm += np.bincount(lab[keep] * K + pred[keep], minlength=K * K).reshape(K, K)
     return cm
@@ -73,6 +73,27 @@ def test_evaluate_matches_reference(cfg):
     assert result["aAcc"] == pytest.approx(expected["aAcc"])
     assert result["Acc"]["d"] is None and result["num_images"] == 3
     assert seen == [((h, w, 3), (h, w), (h, w)) for h, w in SIZES]
+    # The eval JSON says how it was computed, and how fast.
+    assert result["inference"]["mode"] == cfg.mode
+    assert result["inference"]["scale"] == (None if cfg.scale is None else list(cfg.scale))
+    if cfg.mode == "slide":
+        assert result["inference"]["crop_size"] == list(cfg.crop_size)
+        assert result["inference"]["stride"] == list(cfg.stride)
+    assert result["images_per_second"] > 0 and result["seconds"] > 0
+
+
+def test_mixed_sizes_trace_one_graph():
+    from kseg.inference import evaluator
+
+    m, items = model(), split()  # three image sizes
+    for cfg in (EvalConfig(scale=None), EvalConfig(mode="ms_flip", scale=(48, 24), ms_ratios=(0.5, 1.0))):
+        evaluate(m, items + items[::-1], K, cfg, progress=False)
+        (step,) = evaluator._STEPS[m].values()
+        assert step.experimental_get_tracing_count() == 1, cfg
+    result = evaluate(m, items, K, EvalConfig(mode="ms_flip", scale=(48, 24), ms_ratios=(0.5, 1.0)),
+                      progress=False)
+    assert result["inference"] == {"mode": "ms_flip", "scale": [48, 24], "ms_ratios": [0.5, 1.0],
+                                   "ms_flip": True, "ms_inner_mode": "whole"}
 
 
 def test_batches_max_images_progress_and_json(tmp_path, capsys, monkeypatch):

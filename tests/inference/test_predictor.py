@@ -91,8 +91,13 @@ def test_slide_grid_formula():
     assert slide_grid(30, 50, (64, 64), (40, 40)) == (1, 1)
     assert slide_grid(512, 683, (512, 512), (341, 341)) == (1, 2)
     model = CountingModel()
-    predict_logits(model, images(1, 100, 150), mode="slide", crop_size=(64, 64), stride=(40, 40))
+    predict_logits(model, images(1, 100, 150), mode="slide", crop_size=(64, 64), stride=(40, 40),
+                   window_batch=1)
     assert model.calls == [(64, 64)] * 8  # every window has the crop size
+    model.calls.clear()
+    predict_logits(model, images(1, 100, 150), mode="slide", crop_size=(64, 64), stride=(40, 40),
+                   window_batch=3)
+    assert model.calls == [(64, 64)] * 3  # 8 windows, 3 per forward pass
     model.calls.clear()
     predict_logits(model, images(1, 30, 50), mode="slide", crop_size=(64, 64), stride=(40, 40))
     assert model.calls == [(30, 50)]  # image smaller than the crop: one smaller window
