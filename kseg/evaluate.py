@@ -44,6 +44,7 @@ def main(argv=None):
                        max_images=args.max_images)
     summary.update(checkpoint=os.path.abspath(args.checkpoint), split=split, mode=recipe.eval.mode)
     print(format_table(summary))
+    print(f"{summary['num_images']} images in {summary['seconds']:.1f} s ({summary['images_per_second']:.2f} images/s)")
     output = args.output or os.path.join(
         os.path.dirname(os.path.abspath(args.checkpoint)), f"eval_{split}_{recipe.eval.mode}.json"
     )

@@ -94,7 +94,7 @@ def main(argv=None):
     import numpy as np
 
     from kseg.data import load_image
-    from kseg.inference import inference_kwargs, overlay, predict_labels, save_png
+    from kseg.inference import inference_kwargs, overlay, predict_images, save_png
     from kseg.utils.progress import track
 
     palette = np.asarray(palette, np.uint8)
@@ -102,7 +102,7 @@ def main(argv=None):
     os.makedirs(args.output, exist_ok=True)
     for path in track(files, "predicting", unit="images"):
         image = load_image(path)
-        labels = predict_labels(model, image[None].astype("float32"), **kwargs)[0].numpy()
+        labels = predict_images(model, image, **kwargs)  # one compiled graph for every size
         stem = os.path.splitext(os.path.basename(path))[0]
         save_png(labels.astype("uint8"), os.path.join(args.output, f"{stem}.png"), palette=palette)
         save_png(overlay(image, labels, palette, alpha=args.alpha), os.path.join(args.output, f"{stem}_overlay.png"))

@@ -1,25 +1,28 @@
 #!/usr/bin/env python
-"""Speed benchmark of a kseg model, side by side with keras-hub's SegFormer.
+"""Speed benchmark of a kseg model against the machine's limit and keras-hub's SegFormer.
 
 Usage (from the repository root)::
 
     python tools/benchmark.py --variant segformer_mit_b0 --size 512 512
     python tools/benchmark.py --variant segformer_mit_b0 --size 512 512 --json b0.json
+    python tools/benchmark.py --variant setr_pup_vit_t16 --size 512 512 --no-tflite
     python tools/benchmark.py --variant segformer_mit_b2 --size 512 512 --no-peer --jit-compile
 
 What is timed (medians over ``--repeats``, after a first tracing call and ``--warmup``
-more untimed calls; the two models' repetitions are interleaved, alternating which goes
-first, so that load on a shared machine hits both alike and the kseg/keras-hub ratios
-stay meaningful):
+more untimed calls; rows timed side by side are interleaved, alternating which goes
+first, so that load on a shared machine hits both alike and the ratios stay meaningful):
 
 * ``forward``: batch ``--infer-batch`` (1), one ``tf.function`` around
-  ``model(x, training=False)`` returning each model's own output (kseg: logits at
-  stride 4; keras-hub: logits already bilinearly resized to the input size inside
+  ``model(x, training=False)`` returning each model's own output (kseg: logits at the
+  model's stride; keras-hub: logits already bilinearly resized to the input size inside
   the model).
-* ``label map``: batch ``--infer-batch``, the per-pixel class map at input
-  resolution, what an application needs: kseg resizes its stride-4 logits to the
-  input size and takes the argmax; keras-hub takes the argmax of its full-size logits.
-  Both sides thus do the same work (backbone + head + one bilinear upsampling + argmax).
+* ``label map``: the per-pixel class map at input resolution, what an application needs.
+  ``whole (dense)``: kseg resizes its logits to the input size and takes the argmax (the
+  full-size K-channel tensor); keras-hub takes the argmax of its full-size logits.
+  ``whole``, ``slide``, ``ms_flip``: :func:`kseg.inference.compiled_predict_labels`, kseg's
+  label path (same labels as the dense one, without the full-size logits where the
+  low-resolution ones decide; slide windows ``--slide-crop`` every ``--slide-stride``
+  batched by 4; ms_flip at ratios ``--ms-ratios`` with flip, image and flip in one batch).
 * ``train step``: batch ``--train-batch`` (2), ``model.train_on_batch`` (a compiled
   train function): forward (training=True: dropout, drop-path, BatchNorm statistics),
   loss, backward and one AdamW update. Labels are random ints in [0, K) at the input
@@ -28,13 +31,28 @@ stay meaningful):
   ``SegCrossEntropy`` resizes its stride-4 logits to the labels; keras-hub's model
   already returns full-size logits, so its loss only skips that resize.
   Both use ``keras.optimizers.AdamW(6e-5, weight_decay=0.01)``, no metrics.
+* ``TFLite fp32``: the exported flatbuffer (:func:`kseg.export.tflite.convert`: uint8
+  image -> labels at input size and logits) run by ``ai_edge_litert`` (XNNPACK) with
+  ``--tflite-threads`` threads, batch 1; the peer's graph (image -> argmax of its logits)
+  converted the same way.
+* ``evaluation``: :func:`kseg.inference.evaluate` on ``--eval-split`` of
+  ``--eval-dataset`` (CamVid val), whole images resized to ``--eval-scale`` as the CPU
+  recipe evaluates, a model of the same variant with the dataset's classes: images/s,
+  decoding and tracing included (a first untimed pass over 2 images traces the graph).
+
+The limit: the machine's single-precision GEMM peak is measured with numpy (OpenBLAS,
+all cores, square float32 products, best of several), and the model's FLOPs at the
+input size are counted from the graph (:func:`kseg.utils.flops.count_flops`, executed
+formulation, 2 FLOPs per multiply-add). ``limit ms`` = FLOPs / peak (x3 for a train
+step: forward + backward, per image of the batch); each timing is also shown as a
+multiple of its limit.
 
 The keras-hub peer (``keras_hub.models.MiTBackbone`` + ``SegFormerBackbone`` +
 ``SegFormerImageSegmenter``) is built from its constructor arguments with the kseg
 variant's MiT dimensions and decoder width, randomly initialised (no preset
 download). It only exists for SegFormer variants, and needs a square input whose side
 is a multiple of 32 (its blocks recover H and W as sqrt(N)). ``--no-peer`` times kseg
-alone. ``--jit-compile`` compiles both sides with XLA.
+alone. ``--jit-compile`` compiles both sides' forward and train step with XLA.
 
 The numbers can be written with ``--json OUT``.
 """
@@ -54,14 +72,15 @@ if _ROOT not in sys.path:
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 LR, WEIGHT_DECAY, IGNORE_INDEX = 6e-5, 0.01, 255
 
 KSEG_COMPUTES = (
-    "raw RGB in [0,255] -> in-graph ImageNet normalisation -> MiT -> All-MLP head -> logits at "
-    "stride 4 (B,H/4,W/4,K); label map: bilinear resize to (H,W) + argmax; train loss: "
-    "SegCrossEntropy (bilinear resize of logits to label size, CE, ignore 255)"
+    "raw RGB in [0,255] -> in-graph normalisation -> encoder -> decode head -> logits at the "
+    "head's stride (SegFormer: B,H/4,W/4,K); dense label map: bilinear resize to (H,W) + argmax; "
+    "label maps (predict_labels): the same labels, full-size logits only where needed; train "
+    "loss: the model's own (SegCrossEntropy: bilinear resize of logits to label size, CE, ignore 255)"
 )
 PEER_COMPUTES = (
     "input used as is (no normalisation in the model) -> MiT -> All-MLP head (also "
@@ -83,7 +102,8 @@ def _progress(msg, end="\n"):
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(
-        description="Time a kseg model (inference and train step), side by side with keras-hub's SegFormer."
+        description="Time a kseg model (forward, label maps, train step, TFLite, evaluation) against the "
+                    "machine's GEMM limit and keras-hub's SegFormer."
     )
     p.add_argument(
         "--variant", default="segformer_mit_b0", help="registered kseg variant (see kseg.models.list_variants())"
@@ -94,14 +114,34 @@ def parse_args(argv=None):
     p.add_argument("--warmup", type=int, default=3, help="untimed calls before timing, after the first (tracing) call")
     p.add_argument("--infer-batch", type=int, default=1, help="batch size of the inference timings")
     p.add_argument("--train-batch", type=int, default=2, help="batch size of the train-step timing")
+    p.add_argument("--slide-crop", type=int, nargs=2, metavar=("H", "W"),
+                   help="slide window (default: 3/4 of the size, multiple of 32)")
+    p.add_argument("--slide-stride", type=int, nargs=2, metavar=("H", "W"), help="slide stride (default: half the size)")
+    p.add_argument("--ms-ratios", type=float, nargs="+", default=[0.5, 0.75, 1.0, 1.25, 1.5, 1.75],
+                   help="ms_flip ratios (flip on)")
+    p.add_argument("--no-modes", action="store_true", help="skip the slide and ms_flip label maps")
     p.add_argument("--no-peer", action="store_true", help="time kseg only")
     p.add_argument("--no-train", action="store_true", help="skip the train-step timing")
-    p.add_argument("--jit-compile", action="store_true", help="XLA-compile every timed function (both sides)")
+    p.add_argument("--no-tflite", action="store_true", help="skip the TFLite conversion and timing")
+    p.add_argument("--tflite-threads", type=int, default=2, help="ai-edge-litert interpreter threads")
+    p.add_argument("--no-eval", action="store_true", help="skip the evaluation throughput")
+    p.add_argument("--eval-dataset", default="camvid", help="dataset of the evaluation throughput")
+    p.add_argument("--eval-split", default="val")
+    p.add_argument("--eval-scale", type=int, nargs=2, default=[240, 180], metavar=("LONG", "SHORT"),
+                   help="keep-ratio resize of the evaluation (the CamVid CPU recipes' eval.scale)")
+    p.add_argument("--eval-images", type=int, default=None, help="evaluate only the first N images")
+    p.add_argument("--gemm-size", type=int, default=2048, help="side of the square matrices of the GEMM peak")
+    p.add_argument("--jit-compile", action="store_true", help="XLA-compile the forward and train step (both sides)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None, metavar="OUT", help="write the numbers to this JSON file")
     args = p.parse_args(argv)
     if args.repeats < 1 or args.warmup < 0:
         p.error("--repeats must be >= 1 and --warmup >= 0")
+    h, w = args.size
+    if args.slide_crop is None:
+        args.slide_crop = [max(32, (3 * h // 4) // 32 * 32), max(32, (3 * w // 4) // 32 * 32)]
+    if args.slide_stride is None:
+        args.slide_stride = [max(1, h // 2), max(1, w // 2)]
     return args
 
 
@@ -204,25 +244,102 @@ def _sync():
         tf.test.experimental.sync_devices()
 
 
-def make_inference_fns(model, size, jit_compile, logits_stride_native):
-    """(forward fn, label-map fn), both tf.functions of a (B, H, W, 3) float32 batch."""
-    import tensorflow as tf
-    from keras import ops
+def make_inference_fns(model, size, jit_compile, is_kseg):
+    """(forward fn, dense label-map fn), tf.functions of a (B, H, W, 3) float32 batch.
 
-    h, w = size
+    The dense label map is the argmax of logits at input size: kseg's via
+    ``predict_logits`` (its logits resized to (H, W), the full-size K-channel tensor; the
+    semantic scores of mask-classification models), keras-hub's from its own output.
+    """
+    import tensorflow as tf
+
+    from kseg.inference import predict_logits
 
     @tf.function(jit_compile=jit_compile)
     def forward(x):
         return model(x, training=False)
 
-    @tf.function(jit_compile=jit_compile)
+    @tf.function
     def label_map(x):
-        logits = model(x, training=False)
-        if logits_stride_native:
-            logits = ops.image.resize(logits, (h, w), interpolation="bilinear")
-        return ops.argmax(logits, axis=-1)
+        logits = predict_logits(model, x) if is_kseg else model(x, training=False)
+        return tf.argmax(logits, axis=-1, output_type=tf.int32)
 
     return forward, label_map
+
+
+def kseg_label_fns(model, args):
+    """{row name: fn(x)}: kseg's label path (``compiled_predict_labels``) per mode."""
+    from kseg.inference import compiled_predict_labels
+
+    fns = {"whole": compiled_predict_labels(model, mode="whole")}
+    if not args.no_modes:
+        fns["slide"] = compiled_predict_labels(model, mode="slide", crop_size=tuple(args.slide_crop),
+                                               stride=tuple(args.slide_stride))
+        fns["ms_flip"] = compiled_predict_labels(model, mode="ms_flip", ms_ratios=tuple(args.ms_ratios),
+                                                 ms_flip=True)
+    return fns
+
+
+def gemm_peak_gflops(n=2048, repeats=5):
+    """Single-precision GEMM peak of this machine: numpy (OpenBLAS, all cores) n x n x n
+    products, best of ``repeats``, in GFLOP/s (2 n^3 FLOPs per product)."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((n, n), dtype=np.float32)
+    b = rng.standard_normal((n, n), dtype=np.float32)
+    a @ b  # warm-up: thread pool, page faults
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t0)
+    return 2.0 * n**3 / best / 1e9
+
+
+def model_gflop(model, size):
+    """FLOPs (2 per multiply-add, the executed graph) of one image at ``size``, in 1e9."""
+    from kseg.utils.flops import count_flops
+
+    return 2.0 * count_flops(model, (size[0], size[1], 3), formulation="executed").gflops
+
+
+def tflite_invoker(model, size, threads):
+    """Converts ``model`` (fp32, builtins only, uint8 image -> labels + logits) and returns
+    a zero-argument callable running one ``invoke`` on a fixed random image."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from kseg.export.tflite import convert
+
+    interpreter = Interpreter(model_content=convert(model, size), num_threads=threads)
+    interpreter.allocate_tensors()
+    (inp,) = interpreter.get_input_details()
+    image = np.random.default_rng(0).integers(0, 256, inp["shape"], dtype=np.uint8)
+    interpreter.set_tensor(inp["index"], image)
+    return interpreter.invoke
+
+
+def evaluation_throughput(args):
+    """images/s of ``kseg.inference.evaluate`` on a real split (decode + inference), with a
+    model of ``args.variant`` and the dataset's classes."""
+    import kseg
+    from kseg.config import DataConfig
+    from kseg.data import build_dataset, get_dataset
+    from kseg.inference import evaluate, rescale_size
+
+    info = get_dataset(args.eval_dataset, split=args.eval_split)
+    model = kseg.build_model(args.variant, num_classes=info.num_classes)
+    data = DataConfig(dataset=args.eval_dataset, scale=tuple(args.eval_scale))
+    eval_cfg = {"mode": "whole", "scale": tuple(args.eval_scale)}
+    dataset = build_dataset(data, split=args.eval_split, training=False, batch_size=1, info=info)
+    evaluate(model, dataset, info.num_classes, eval_cfg, progress=False, max_images=2)  # traces
+    summary = evaluate(model, dataset, info.num_classes, eval_cfg, progress=False, max_images=args.eval_images)
+    image = next(iter(dataset))[0]
+    h, w = int(image.shape[1]), int(image.shape[2])
+    size = tuple(int(v) for v in rescale_size(h, w, tuple(args.eval_scale)))
+    return {"dataset": args.eval_dataset, "split": args.eval_split, "scale": list(args.eval_scale),
+            "mode": "whole", "num_classes": info.num_classes, "images": summary["num_images"],
+            "seconds": summary["seconds"], "images_per_second": summary["images_per_second"],
+            "first_image_size": [h, w], "inference_size": list(size),
+            "gflop_per_image": model_gflop(model, size)}
 
 
 def time_interleaved(fns, repeats, warmup, label):
@@ -277,35 +394,61 @@ def _fmt_ratio(v):
     return "-" if v is None else f"{v:.2f}x"
 
 
+ROWS = (  # (json key, title, limit key)
+    ("forward_ms", "forward (B={infer_batch})", "forward_ms"),
+    ("label_map_ms", "label map whole, dense resize+argmax", "forward_ms"),
+    ("label_map_whole_ms", "label map whole (predict_labels)", "forward_ms"),
+    ("label_map_slide_ms", "label map slide ({slide_windows} windows)", None),
+    ("label_map_ms_flip_ms", "label map ms_flip ({ms_passes} passes)", None),
+    ("train_step_ms", "train step (B={train_batch})", "train_step_ms"),
+    ("tflite_ms", "TFLite fp32 labels ({tflite_threads} thr)", "forward_ms"),
+)
+
+
 def format_table(result):
     k = result["models"]["kseg"]
     p = result["models"].get("keras_hub")
-    r = result["ratios"]
-    rows = [
-        (f"inference forward (B={result['infer_batch']})", "forward_ms", "forward"),
-        (f"inference label map HxW (B={result['infer_batch']})", "label_map_ms", "label_map"),
-    ]
-    if k.get("train_step_ms") is not None:
-        rows.append((f"train step (B={result['train_batch']})", "train_step_ms", "train_step"))
+    limit = result["limit"]
     h, w = result["size"]
     lines = [
-        f"{result['variant']} @ {h}x{w}, K={result['num_classes']}, {result['device']}, "
-        f"jit_compile={result['jit_compile']}, median of {result['repeats']} (warm-up {result['warmup']})",
+        (f"{result['variant']} @ {h}x{w}, K={result['num_classes']}, {result['device']}, "
+        f"jit_compile={result['jit_compile']}, median of {result['repeats']} (warm-up {result['warmup']})"),
+        (f"limit: GEMM peak {limit['gemm_gflops']:.0f} GFLOP/s (numpy/OpenBLAS {limit['gemm_size']}^3 float32), "
+        f"model {limit['model_gflop']:.1f} GFLOP/image -> forward {limit['forward_ms']:.0f} ms, "
+        f"train step {limit['train_step_ms']:.0f} ms"),
         "",
-        f"{'':38s}{'kseg ms':>10s}  {'keras-hub ms':>12s}  {'kseg/keras-hub':>14s}  {'(paired)':>8s}",
+        f"{'':42s}{'kseg ms':>10s}  {'x limit':>7s}  {'keras-hub ms':>12s}  {'kseg/keras-hub':>14s}  {'(paired)':>8s}",
     ]
-    pr = result.get("paired_ratios", {})
-    for title, key, rkey in rows:
+    names = dict(result)
+    for key, title, limit_key in ROWS:
+        if k.get(key) is None:
+            continue
+        ratio = result["ratios"].get(key)
+        paired = result["paired_ratios"].get(key)
+        x_limit = k[key] / limit[limit_key] if limit_key else None
         lines.append(
-            f"{title:38s}{_fmt_ms(k[key])}  {_fmt_ms(p[key] if p else None):>12s}  "
-            f"{_fmt_ratio(r.get(rkey)):>14s}  {_fmt_ratio(pr.get(rkey)):>8s}"
+            f"{title.format(**names):42s}{_fmt_ms(k[key])}  {_fmt_ratio(x_limit):>7s}  "
+            f"{_fmt_ms(p.get(key) if p else None):>12s}  {_fmt_ratio(ratio):>14s}  {_fmt_ratio(paired):>8s}"
+        )
+    ev = result.get("evaluation")
+    if ev:
+        limit_ips = limit["gemm_gflops"] / ev["gflop_per_image"]
+        lines.append(
+            f"{'evaluation ' + ev['dataset'] + '/' + ev['split'] + ' (images/s)':42s}"
+            f"{ev['images_per_second']:10.2f}  {_fmt_ratio(limit_ips / ev['images_per_second']):>7s}"
+            f"   ({ev['images']} images, {ev['first_image_size'][0]}x{ev['first_image_size'][1]} "
+            f"whole at {ev['inference_size'][0]}x{ev['inference_size'][1]}, K={ev['num_classes']})"
         )
     pk = f"{k['params'] / 1e6:.3f} M"
     pp = f"{p['params'] / 1e6:.3f} M" if p else "-"
-    lines.append(f"{'parameters':38s}{pk:>10s}  {pp:>12s}")
-    lines.append("(ratio < 1: kseg faster; ratio of the medians, and in brackets the median of the per-repeat ratios)")
-    if p is None:
-        lines.append(f"keras-hub peer: not run ({result['peer_skipped']})")
+    lines.append(f"{'parameters':42s}{pk:>10s}  {'':7s}  {pp:>12s}")
+    if k.get("label_map_whole_ms") is not None:
+        extra = k["label_map_whole_ms"] - k["forward_ms"]
+        lines.append(f"label map whole - forward: {extra:.1f} ms ({100 * extra / k['forward_ms']:.0f}% of the forward)")
+    lines.append("(x limit: time / limit, 1.00x = the GEMM peak; ratio < 1: kseg faster; ratio of the medians, "
+                 "and in brackets the median of the per-repeat ratios)")
+    for what, reason in result["skipped"].items():
+        lines.append(f"{what}: not run ({reason})")
     return "\n".join(lines)
 
 
@@ -313,31 +456,38 @@ def _median(v):
     return None if not v else statistics.median(v)
 
 
+def _time_rows(label, kseg_fn, peer_fn, args):
+    fns = {"kseg": kseg_fn}
+    if peer_fn is not None:
+        fns["keras_hub"] = peer_fn
+    return time_interleaved(fns, args.repeats, args.warmup, label)
+
+
 def run(args):
     import keras
     import tensorflow as tf
 
+    from kseg.inference import slide_grid
+
     h, w = args.size
     rng = np.random.default_rng(args.seed)
     keras.utils.set_random_seed(args.seed)
+    skipped = {}
 
-    steps = 3 + (0 if args.no_train else 1)
-    _progress(f"[1/{steps}] building kseg {args.variant} (K={args.num_classes})")
+    _progress(f"building kseg {args.variant} (K={args.num_classes}); measuring the GEMM peak")
     model = build_kseg(args)
     compile_kseg(model, args.jit_compile)
+    peak = gemm_peak_gflops(args.gemm_size)
+    flops = model_gflop(model, (h, w))
 
     peer, peer_skipped = None, None
-    if args.no_peer:
-        peer_skipped = "--no-peer"
-    else:
-        peer_skipped = peer_unavailable_reason(model, (h, w))
+    peer_skipped = "--no-peer" if args.no_peer else peer_unavailable_reason(model, (h, w))
     if peer_skipped is None:
-        _progress("      building keras-hub SegFormer peer (random init, constructor arguments)")
+        _progress("building keras-hub SegFormer peer (random init, constructor arguments)")
         peer = build_peer(model, (h, w), args.num_classes)
         compile_peer(peer, args.jit_compile)
     else:
-        _progress(f"      keras-hub peer skipped: {peer_skipped}")
-
+        skipped["keras-hub peer"] = peer_skipped
     models = {"kseg": model}
     if peer is not None:
         models["keras_hub"] = peer
@@ -346,29 +496,43 @@ def run(args):
     x_tr = tf.constant(rng.uniform(0, 255, (args.train_batch, h, w, 3)).astype("float32"))
     y_tr = tf.constant(rng.integers(0, args.num_classes, (args.train_batch, h, w)).astype("int32"))
 
-    infer = {}
-    out_shapes = {}
-    for name, m in models.items():
-        infer[name] = make_inference_fns(m, (h, w), args.jit_compile, logits_stride_native=(name == "kseg"))
-        out_shapes[name] = list(infer[name][0](x_inf).shape)
+    infer = {n: make_inference_fns(m, (h, w), args.jit_compile, is_kseg=(n == "kseg")) for n, m in models.items()}
+    out_shapes = {n: [list(t.shape) for t in tf.nest.flatten(f[0](x_inf))] for n, f in infer.items()}
+    times = {n: {} for n in models}
 
-    _progress(f"[2/{steps}] inference forward, batch {args.infer_batch}")
-    fwd = time_interleaved(
-        {n: (lambda f=f: f[0](x_inf)) for n, f in infer.items()}, args.repeats, args.warmup, "forward"
-    )
-    _progress(f"[3/{steps}] inference label map at {h}x{w}, batch {args.infer_batch}")
-    lab = time_interleaved(
-        {n: (lambda f=f: f[1](x_inf)) for n, f in infer.items()}, args.repeats, args.warmup, "label map"
-    )
-    trn = {n: [] for n in models}
+    def record(key, measured):
+        for n, v in measured.items():
+            times[n][key] = v
+
+    peer_call = (lambda f: (lambda: f(x_inf))) if peer is not None else None
+    record("forward_ms", _time_rows("forward", lambda: infer["kseg"][0](x_inf),
+                                    peer_call(infer["keras_hub"][0]) if peer else None, args))
+    record("label_map_ms", _time_rows("label map, dense", lambda: infer["kseg"][1](x_inf),
+                                      peer_call(infer["keras_hub"][1]) if peer else None, args))
+    for mode, fn in kseg_label_fns(model, args).items():
+        record(f"label_map_{mode}_ms", _time_rows(f"label map {mode}", lambda fn=fn: fn(x_inf), None, args))
     if not args.no_train:
-        _progress(f"[4/{steps}] train step (forward + loss + backward + AdamW), batch {args.train_batch}")
-        trn = time_interleaved(
-            {n: (lambda m=m: m.train_on_batch(x_tr, y_tr)) for n, m in models.items()},
-            args.repeats,
-            args.warmup,
-            "train step",
-        )
+        record("train_step_ms", _time_rows(
+            "train step", lambda: model.train_on_batch(x_tr, y_tr),
+            (lambda: peer.train_on_batch(x_tr, y_tr)) if peer else None, args))
+    if not args.no_tflite:
+        try:
+            _progress("converting to TFLite fp32")
+            lite = {n: tflite_invoker(m, (h, w), args.tflite_threads) for n, m in models.items()}
+            record("tflite_ms", _time_rows("TFLite fp32", lite["kseg"], lite.get("keras_hub"), args))
+        except Exception as err:  # noqa: BLE001 - any conversion failure is reported in the table, not hidden
+            skipped["TFLite"] = f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"
+    else:
+        skipped["TFLite"] = "--no-tflite"
+    evaluation = None
+    if not args.no_eval:
+        try:
+            _progress(f"evaluation throughput on {args.eval_dataset}/{args.eval_split}")
+            evaluation = evaluation_throughput(args)
+        except Exception as err:  # noqa: BLE001 - e.g. no dataset on this machine: reported in the table
+            skipped["evaluation"] = f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"
+    else:
+        skipped["evaluation"] = "--no-eval"
 
     result = {
         "variant": args.variant,
@@ -379,37 +543,43 @@ def run(args):
         "repeats": args.repeats,
         "warmup": args.warmup,
         "jit_compile": bool(args.jit_compile),
+        "slide_crop": list(args.slide_crop),
+        "slide_stride": list(args.slide_stride),
+        "slide_windows": int(np.prod(slide_grid(h, w, args.slide_crop, args.slide_stride))),
+        "ms_ratios": list(args.ms_ratios),
+        "ms_passes": 2 * len(args.ms_ratios),
+        "tflite_threads": args.tflite_threads,
         "device": _device_description(),
-        "versions": {
-            "tensorflow": tf.__version__,
-            "keras": keras.__version__,
-            "keras_hub": _keras_hub_version(),
-        },
+        "versions": {"tensorflow": tf.__version__, "keras": keras.__version__, "keras_hub": _keras_hub_version()},
         "optimizer": f"keras.optimizers.AdamW(learning_rate={LR}, weight_decay={WEIGHT_DECAY})",
         "peer_skipped": peer_skipped,
+        "skipped": skipped,
+        "limit": {
+            "gemm_gflops": peak,
+            "gemm_size": args.gemm_size,
+            "model_gflop": flops,
+            "forward_ms": 1e3 * flops * args.infer_batch / peak,
+            "train_step_ms": 1e3 * 3 * flops * args.train_batch / peak,
+        },
+        "evaluation": evaluation,
         "models": {},
         "ratios": {},
         "paired_ratios": {},
     }
     for name, m in models.items():
-        result["models"][name] = {
-            "params": int(m.count_params()),
-            "forward_output_shape": out_shapes[name],
-            "computes": KSEG_COMPUTES if name == "kseg" else PEER_COMPUTES,
-            "forward_ms": _median(fwd[name]),
-            "label_map_ms": _median(lab[name]),
-            "train_step_ms": _median(trn[name]),
-            "forward_ms_all": fwd[name],
-            "label_map_ms_all": lab[name],
-            "train_step_ms_all": trn[name],
-        }
+        entry = {"params": int(m.count_params()), "forward_output_shapes": out_shapes[name],
+                 "computes": KSEG_COMPUTES if name == "kseg" else PEER_COMPUTES}
+        for key, values in times[name].items():
+            entry[key] = _median(values)
+            entry[key + "_all"] = values
+        result["models"][name] = entry
     if peer is not None:
-        for key, src in (("forward", "forward_ms"), ("label_map", "label_map_ms"), ("train_step", "train_step_ms")):
-            a, b = result["models"]["kseg"][src], result["models"]["keras_hub"][src]
-            result["ratios"][key] = None if a is None or b is None else a / b
+        for key in times["keras_hub"]:
+            a, b = result["models"]["kseg"][key], result["models"]["keras_hub"][key]
+            result["ratios"][key] = a / b
             # Median of the per-repeat ratios: each pair ran back to back, so this one
             # is less sensitive to load changing during the run.
-            pairs = zip(result["models"]["kseg"][src + "_all"], result["models"]["keras_hub"][src + "_all"])
+            pairs = zip(times["kseg"][key], times["keras_hub"][key])
             result["paired_ratios"][key] = _median([x / y for x, y in pairs if y > 0])
     return result
 

@@ -131,6 +131,20 @@ class Segmentor(keras.Model):
         if self.built:
             self.optimizer.build(self.trainable_variables)
 
+    def predict_labels(self, images, return_probs=False, **settings):
+        """Class labels (and probabilities) at the input size, in one call.
+
+        ``images``: one RGB image [H, W, 3], a batch [B, H, W, 3] (uint8 or float in
+        [0, 255]) or a list of images of different sizes. ``settings``: ``mode`` ("whole"
+        (default), "slide", "ms_flip"), ``scale``, ``crop_size``, ``stride``, ``ms_ratios``,
+        ``ms_flip``... Returns numpy int32 labels [H, W] / [B, H, W] (and float32
+        probabilities [..., K] with ``return_probs``). A thin delegation to
+        :func:`kseg.inference.predict_images`, where the details are.
+        """
+        from kseg.inference import predict_images
+
+        return predict_images(self, images, return_probs=return_probs, **settings)
+
     def default_loss(self, class_weight=None):
         """The family's training loss: per-pixel cross-entropy, ignore index 255."""
         from kseg.losses import SegCrossEntropy

@@ -16,12 +16,19 @@ masked out of a streaming metric; it also needs one image size per global batch.
 
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence
+import time
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import tensorflow as tf
 
-from kseg.inference.evaluator import _split, _step_fn, evaluate, inference_kwargs
+from kseg.inference.evaluator import (
+    _split,
+    _step_fn,
+    evaluate,
+    inference_kwargs,
+    inference_settings,
+)
 from kseg.metrics.confusion import summarize
 from kseg.utils.progress import ProgressTask
 
@@ -42,11 +49,11 @@ def evaluate_distributed(
     num_classes: int,
     eval_cfg=None,
     strategy=None,
-    class_names: Optional[Sequence[str]] = None,
+    class_names: Sequence[str] | None = None,
     ignore_index: int = 255,
     progress: bool = True,
-    on_image: Optional[Callable] = None,
-    logits_fn: Optional[Callable] = None,
+    on_image: Callable | None = None,
+    logits_fn: Callable | None = None,
 ) -> dict:
     """:func:`kseg.inference.evaluate` spread over the replicas of ``strategy``.
 
@@ -63,7 +70,9 @@ def evaluate_distributed(
                         ignore_index=ignore_index, progress=progress, on_image=on_image,
                         logits_fn=logits_fn)
     k = int(num_classes)
-    step = _step_fn(model, k, ignore_index, inference_kwargs(eval_cfg, logits_fn))
+    kwargs = inference_kwargs(eval_cfg, logits_fn)
+    step = _step_fn(model, k, ignore_index, kwargs)
+    start = time.perf_counter()
     total = np.zeros((k, k), np.int64)
     seen = 0
     bar = ProgressTask("evaluating", None, "rounds") if progress else None
@@ -106,9 +115,13 @@ def evaluate_distributed(
             break
     if bar is not None:
         bar.close()
+    seconds = time.perf_counter() - start
     summary = summarize(total, class_names)
     summary["confusion_matrix"] = total.tolist()
     summary["num_images"] = seen
+    summary["inference"] = inference_settings(kwargs)
+    summary["seconds"] = round(seconds, 3)
+    summary["images_per_second"] = round(seen / seconds, 3) if seconds > 0 else None
     return summary
 
 

@@ -149,3 +149,20 @@ def test_slide_warns_when_its_window_covers_the_image(camvid_images, tiny_segfor
         predict_labels(tiny_segformer, image[None, :64, :64], mode="slide", crop_size=(512, 512))
     with pytest.warns(UserWarning, match=r"after the keep-ratio resize to scale \(240, 180\)"):
         predict_logits(tiny_segformer, image[:96, :128], mode="slide", scale=(240, 180), crop_size=(256, 256))
+
+
+def test_model_predict_labels_one_call_numpy(camvid_images, tiny_segformer):
+    from kseg.inference import compiled_predict_labels
+
+    big, small = camvid_images
+    expected = predict_labels(tiny_segformer, big).numpy()
+    got = tiny_segformer.predict_labels(big.astype(np.uint8))  # uint8 [H, W, 3] -> [H, W]
+    assert isinstance(got, np.ndarray) and got.dtype == np.int32
+    np.testing.assert_array_equal(got, expected)
+    both = tiny_segformer.predict_labels([big, small], return_probs=True)  # a list of sizes
+    np.testing.assert_array_equal(both[0][0], expected)
+    assert both[0][1].shape == small.shape[:2] and both[1][1].shape == small.shape[:2] + (150,)
+    # one graph for both sizes and both calls
+    assert compiled_predict_labels(tiny_segformer).experimental_get_tracing_count() == 1
+    with pytest.raises(ValueError, match="RGB"):
+        tiny_segformer.predict_labels(big[..., 0])
