@@ -280,7 +280,7 @@ def kseg_label_fns(model, args):
     return fns
 
 
-def gemm_peak_gflops(n=2048, repeats=5):
+def gemm_peak_gflops(n=2048, repeats=10):
     """Single-precision GEMM peak of this machine: numpy (OpenBLAS, all cores) n x n x n
     products, best of ``repeats``, in GFLOP/s (2 n^3 FLOPs per product)."""
     rng = np.random.default_rng(0)
