@@ -34,3 +34,23 @@ def test_class_weights_and_all_ignored():
     np.testing.assert_allclose(float(SegCrossEntropy(class_weight=w)(labels, logits)),
                                reference(labels, logits, weights=w), rtol=1e-5)
     assert float(SegCrossEntropy()(np.full((1, 8, 8), 255, "int32"), logits)) == 0.0
+
+
+def test_fast_cross_entropy_value_and_gradient_match_tf():
+    import pytest
+
+    from kseg.losses.cross_entropy import sparse_softmax_cross_entropy
+
+    rng = np.random.default_rng(2)
+    logits = tf.constant(rng.normal(size=(2, 5, 7, 6)) * 8, tf.float32)
+    labels = tf.constant(rng.integers(0, 6, (2, 5, 7)), tf.int32)
+    dy = tf.constant(rng.uniform(0, 2, (2, 5, 7)), tf.float32)
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(logits)
+        ours = sparse_softmax_cross_entropy(labels, logits)
+        ref = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
+    np.testing.assert_allclose(ours.numpy(), ref.numpy(), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(tape.gradient(ours, logits, output_gradients=dy).numpy(),
+                               tape.gradient(ref, logits, output_gradients=dy).numpy(), rtol=1e-5, atol=1e-7)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="label >= number of classes"):
+        sparse_softmax_cross_entropy(tf.fill((2, 5, 7), 6), logits)
