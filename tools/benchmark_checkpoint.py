@@ -8,9 +8,10 @@ Usage (from the repository root)::
         --images ../shared/data/camvid/val --max-images 20 --repeat 3
     python tools/benchmark_checkpoint.py --recipe R --checkpoint C --images street.jpg --mode slide --json out.json
 
-What is timed is what an application gets in one call: ``kseg.inference.predict_labels``
-with the recipe's ``eval`` settings (resize, whole / slide / ms_flip, logits resized back,
-argmax), traced once as a ``tf.function`` over any image size, on one image at a time,
+What is timed is what an application gets in one call, ``model.predict_labels(image)``:
+the compiled graph of ``kseg.inference.compiled_predict_labels`` with the recipe's
+``eval`` settings (resize, whole / slide / ms_flip, labels at input size), traced once for
+any image size, on one image at a time,
 until the labels are on the host (``.numpy()``). Decoding the image file is not timed.
 Each image runs ``--warmup`` untimed calls (tracing, allocation), then ``--repeat`` timed
 calls. Reported: latency per image in ms (median, mean, p90, min, max over all timed calls),
@@ -67,17 +68,13 @@ def device_name():
 
 
 def labels_function(model, kwargs, eager=False):
-    """``images float32 [1, H, W, 3] -> labels int32 [1, H, W]``, one trace for all sizes."""
-    import tensorflow as tf
-
-    from kseg.inference import predict_labels
-
-    def fn(images):
-        return predict_labels(model, images, **kwargs)
+    """``images float32 [1, H, W, 3] -> labels int32 [1, H, W]``: the compiled graph that
+    ``model.predict_labels`` runs (one trace for all sizes), or the eager call."""
+    from kseg.inference import compiled_predict_labels, predict_labels
 
     if eager:
-        return fn
-    return tf.function(fn, input_signature=[tf.TensorSpec([1, None, None, 3], tf.float32)])
+        return lambda images: predict_labels(model, images, **kwargs)
+    return compiled_predict_labels(model, **kwargs)
 
 
 def benchmark(fn, images, warmup, repeat):
