@@ -36,21 +36,25 @@ def test_class_weights_and_all_ignored():
     assert float(SegCrossEntropy()(np.full((1, 8, 8), 255, "int32"), logits)) == 0.0
 
 
-def test_fast_cross_entropy_value_and_gradient_match_tf():
+def test_resized_cross_entropy_value_and_gradient_match_tf():
+    """Chunked resize + log-sum-exp with a custom gradient == tf.image.resize + TF's CE."""
     import pytest
 
-    from kseg.losses.cross_entropy import sparse_softmax_cross_entropy
+    from kseg.losses.cross_entropy import _channel_chunks, resized_softmax_cross_entropy
 
     rng = np.random.default_rng(2)
-    logits = tf.constant(rng.normal(size=(2, 5, 7, 6)) * 8, tf.float32)
-    labels = tf.constant(rng.integers(0, 6, (2, 5, 7)), tf.int32)
-    dy = tf.constant(rng.uniform(0, 2, (2, 5, 7)), tf.float32)
-    with tf.GradientTape(persistent=True) as tape:
-        tape.watch(logits)
-        ours = sparse_softmax_cross_entropy(labels, logits)
-        ref = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
-    np.testing.assert_allclose(ours.numpy(), ref.numpy(), rtol=1e-6, atol=1e-6)
-    np.testing.assert_allclose(tape.gradient(ours, logits, output_gradients=dy).numpy(),
-                               tape.gradient(ref, logits, output_gradients=dy).numpy(), rtol=1e-5, atol=1e-7)
+    for k, (h, w), (hh, ww) in ((7, (5, 7), (19, 27)), (3, (4, 4), (4, 4)), (1, (3, 2), (9, 5))):
+        logits = tf.constant(rng.normal(size=(2, h, w, k)) * 8, tf.float32)
+        labels = tf.constant(rng.integers(0, k, (2, hh, ww)), tf.int32)
+        dy = tf.constant(rng.uniform(0, 2, (2, hh, ww)), tf.float32)
+        with tf.GradientTape(persistent=True) as tape:
+            tape.watch(logits)
+            ours = resized_softmax_cross_entropy(labels, logits)
+            ref = tf.nn.sparse_softmax_cross_entropy_with_logits(
+                labels=labels, logits=tf.image.resize(logits, (hh, ww), method="bilinear"))
+        np.testing.assert_allclose(ours.numpy(), ref.numpy(), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(tape.gradient(ours, logits, output_gradients=dy).numpy(),
+                                   tape.gradient(ref, logits, output_gradients=dy).numpy(), rtol=1e-4, atol=1e-5)
+    assert _channel_chunks(150)[-1][1] == 150 and _channel_chunks(1) == [(0, 1)]
     with pytest.raises(tf.errors.InvalidArgumentError, match="label >= number of classes"):
-        sparse_softmax_cross_entropy(tf.fill((2, 5, 7), 6), logits)
+        resized_softmax_cross_entropy(tf.fill((2, 5, 7), 3), tf.zeros((2, 5, 7, 3)))
